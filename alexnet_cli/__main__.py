@@ -1,0 +1,3 @@
+from alexnet_cli.cli import main
+
+main()

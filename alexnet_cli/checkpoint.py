@@ -1,0 +1,95 @@
+"""Self-describing checkpoints: everything needed to evaluate, predict or resume, in one file.
+
+A checkpoint is a plain dict saved with torch.save and loaded with ``weights_only=True`` (never
+unpickling code). Its keys (format_version 1):
+
+    format, format_version   "alexnet-cli checkpoint", 1
+    model                    state_dict in the grouped single-model layout (model.py)
+    model_config             dict of model.ModelConfig
+    classes                  [[wnid, name], ...] in class-index order
+    preprocess               how uint8 RGB pixels become network input (see transforms.py):
+                             {"kind": "mean_image", "mean_image": float32 [3, 256, 256]}  (paper)
+                             {"kind": "mean_std", "mean": [3], "std": [3]}  (torchvision, on 0..1)
+    pca                      {"eigenvalues": [3], "eigenvectors": [[3]x3]} (columns = components)
+    train_config             dict of the training options (train.py), if trained here
+    optimizer, scheduler     their state_dicts, for --resume
+    epoch, step              completed epochs, optimizer steps
+    rng                      RNG states, for exact resume
+    metrics                  list of per-epoch metric dicts (metrics.csv rows)
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from alexnet_cli.errors import InputError
+from alexnet_cli.fileio import atomic_path
+from alexnet_cli.model import ModelConfig, build_model
+
+FORMAT_NAME = "alexnet-cli checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None:
+    """Write atomically (temp file, fsync, rename): a crash never leaves half a checkpoint."""
+    checkpoint = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **checkpoint}
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load with weights_only=True; any failure is one clear line naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint; give a file written by `alexnet train`")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        raise InputError(
+            f"{path}: refused to load: it holds more than weights and data ({first[:200]}); "
+            "only load checkpoints you trust, re-saved as plain tensors"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__}); is the file complete?") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME:
+        raise InputError(f"{path}: not an alexnet-cli checkpoint (for torchvision weights use --arch torchvision --weights)")
+    if int(ckpt.get("format_version", -1)) > FORMAT_VERSION:
+        raise InputError(f"{path}: checkpoint format {ckpt['format_version']} is newer than this alexnet-cli; upgrade it")
+    return ckpt
+
+
+def model_config(ckpt: dict[str, Any]) -> ModelConfig:
+    return ModelConfig(**ckpt["model_config"])
+
+
+def model_from_checkpoint(
+    ckpt: dict[str, Any], devices: Sequence[str | torch.device] | None = None, path: str | os.PathLike = "checkpoint"
+) -> nn.Module:
+    """Rebuild the network a checkpoint describes and load its weights."""
+    model = build_model(model_config(ckpt), devices)
+    load_weights(model, ckpt["model"], path)
+    return model
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """load_state_dict with shape/key mismatches reported as one line naming the file."""
+    ours = model.state_dict()
+    missing = [k for k in ours if k not in state]
+    unexpected = [k for k in state if k not in ours]
+    wrong = [k for k in ours if k in state and tuple(state[k].shape) != tuple(ours[k].shape)]
+    if missing or unexpected or wrong:
+        detail = (
+            f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, the model needs {tuple(ours[wrong[0]].shape)}"
+            if wrong
+            else f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        )
+        raise InputError(f"{path}: weights do not fit this architecture ({detail}); check --arch and the class count")
+    model.load_state_dict(state)

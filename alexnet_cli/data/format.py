@@ -1,0 +1,408 @@
+"""The prepared-dataset format (docs/format.md is the spec; FORMAT_VERSION is its version).
+
+A dataset is one *index file* (``OUT.h5``: classes, per-split shard lists, statistics,
+settings, skipped files) plus *shard files* beside it (``OUT-<split>-<NNNNN>.h5``: images,
+labels, source paths). Everything is plain HDF5, readable with h5py and h5ls.
+
+Shards are opened lazily, per process: a DataLoader worker forked after `SplitReader` was
+built opens its own handles on first use (h5py handles must not cross a fork).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import h5py
+import numpy as np
+
+from alexnet_cli.errors import InputError
+
+FORMAT_NAME = "alexnet-cli dataset"
+SHARD_FORMAT_NAME = "alexnet-cli shard"
+FORMAT_VERSION = 1
+IMAGE_SIZE = 256  # section 2: every image is stored as its central 256x256 patch
+CODECS = ("jpeg", "raw")
+_STR = h5py.string_dtype("utf-8")
+
+
+def shard_name(index_path: str | os.PathLike, split: str, shard: int) -> str:
+    """File name (no folder) of a split's shard: ``out-train-00003.h5`` for ``out.h5``."""
+    return f"{Path(index_path).stem}-{split}-{shard:05d}.h5"
+
+
+# --------------------------------------------------------------------------------------------
+# Pixel statistics (section 4.1): exact integer sums that merge in any order.
+
+
+@dataclass
+class PixelSums:
+    """n, sum x and sum x x^T over uint8 RGB pixels, plus the per-position sum (the mean image).
+
+    Integer sums: all of ImageNet's 1.28M 256x256 crops give sum x x^T < 2^63, and integer
+    addition is associative, so shards and workers merge exactly, in any order.
+    """
+
+    n: int = 0  # pixels
+    images: int = 0
+    sum: np.ndarray = field(default_factory=lambda: np.zeros(3, np.int64))
+    sumsq: np.ndarray = field(default_factory=lambda: np.zeros((3, 3), np.int64))
+    image_sum: np.ndarray = field(default_factory=lambda: np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.int64))
+
+    def add_image(self, pixels: np.ndarray) -> None:
+        """Add one HxWx3 uint8 image."""
+        flat = pixels.reshape(-1, 3).astype(np.int64)
+        self.n += flat.shape[0]
+        self.images += 1
+        self.sum += flat.sum(0)
+        self.sumsq += flat.T @ flat
+        self.image_sum += pixels
+
+    def merge(self, other: "PixelSums") -> "PixelSums":
+        return PixelSums(
+            self.n + other.n,
+            self.images + other.images,
+            self.sum + other.sum,
+            self.sumsq + other.sumsq,
+            self.image_sum + other.image_sum,
+        )
+
+    def mean_rgb(self) -> np.ndarray:
+        """Per-channel mean in pixel units (0..255)."""
+        return self.sum / max(self.n, 1)
+
+    def mean_image(self) -> np.ndarray:
+        return (self.image_sum / max(self.images, 1)).astype(np.float32)
+
+    def covariance(self) -> np.ndarray:
+        """3x3 covariance of pixels scaled to [0, 1]."""
+        n = max(self.n, 1)
+        mean = self.sum / n
+        return (self.sumsq / n - np.outer(mean, mean)) / 255.0**2
+
+    def pca(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eigenvalues (descending) and eigenvectors (columns = components) of the covariance."""
+        values, vectors = np.linalg.eigh(self.covariance())
+        order = np.argsort(values)[::-1]
+        vectors = vectors[:, order]
+        # eigh's signs are arbitrary: make each component's largest entry positive so the
+        # stored file does not depend on LAPACK's whims.
+        signs = np.sign(vectors[np.abs(vectors).argmax(0), range(3)])
+        return values[order], vectors * signs
+
+
+def write_sums(group: h5py.Group, sums: PixelSums) -> None:
+    group.attrs["pixels"] = sums.n
+    group.attrs["images"] = sums.images
+    group.create_dataset("pixel_sum", data=sums.sum)
+    group.create_dataset("pixel_sumsq", data=sums.sumsq)
+    group.create_dataset("image_sum", data=sums.image_sum)
+
+
+def read_sums(group: h5py.Group) -> PixelSums:
+    return PixelSums(
+        int(group.attrs["pixels"]),
+        int(group.attrs["images"]),
+        _array(group, "pixel_sum", (3,), np.int64),
+        _array(group, "pixel_sumsq", (3, 3), np.int64),
+        _array(group, "image_sum", (IMAGE_SIZE, IMAGE_SIZE, 3), np.int64),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Image codecs
+
+
+def encode_image(pixels: np.ndarray, codec: str, quality: int = 95) -> np.ndarray:
+    """One 256x256x3 uint8 image as the bytes a shard stores (a uint8 array)."""
+    if codec == "raw":
+        return np.ascontiguousarray(pixels, dtype=np.uint8).reshape(-1)
+    if codec == "jpeg":
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
+        return np.frombuffer(buf.getvalue(), np.uint8)
+    raise ValueError(f"unknown codec {codec!r}")
+
+
+def decode_image(data: np.ndarray, codec: str) -> np.ndarray:
+    """Inverse of encode_image: HxWx3 uint8."""
+    if codec == "raw":
+        return data.reshape(IMAGE_SIZE, IMAGE_SIZE, 3)
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data.tobytes())) as im:
+        im.draft("RGB", im.size)
+        return np.asarray(im.convert("RGB"))
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+class ShardWriter:
+    """Writes one shard file; call `add` per image, then `close` (the file is then complete).
+
+    Writes go to ``<name>.partial`` and are renamed into place by `close`, so a shard file
+    with its final name is always whole: resume keeps those and redoes the rest.
+    """
+
+    def __init__(self, path: str | os.PathLike, split: str, shard: int, codec: str, quality: int = 95):
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r}; choose one of {CODECS}")
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.codec, self.quality = codec, quality
+        self._file = h5py.File(self.partial, "w")
+        self._file.attrs.update(
+            format=SHARD_FORMAT_NAME, format_version=FORMAT_VERSION, split=split, shard=shard, codec=codec
+        )
+        self._data = self._file.create_dataset("data", (0,), np.uint8, maxshape=(None,), chunks=(1 << 20,))
+        self._offsets = [0]
+        self._labels: list[int] = []
+        self._sources: list[str] = []
+        self._hash = hashlib.sha256()
+        self.sums = PixelSums()
+
+    def add(self, pixels: np.ndarray, label: int, source: str, encoded: np.ndarray | None = None) -> None:
+        """Append one 256x256x3 uint8 image (`encoded`: its codec bytes, if already made)."""
+        data = encode_image(pixels, self.codec, self.quality) if encoded is None else encoded
+        start = self._offsets[-1]
+        self._data.resize((start + data.size,))
+        self._data[start:] = data
+        self._offsets.append(start + data.size)
+        self._labels.append(label)
+        self._sources.append(source)
+        self._hash.update(data.tobytes())
+        self.sums.add_image(pixels)
+
+    def close(self) -> None:
+        f = self._file
+        labels = np.asarray(self._labels, np.int32)
+        f.create_dataset("offsets", data=np.asarray(self._offsets, np.int64))
+        f.create_dataset("labels", data=labels)
+        f.create_dataset("sources", data=self._sources, dtype=_STR)
+        write_sums(f.create_group("stats"), self.sums)
+        self._hash.update(labels.tobytes())
+        f.attrs["images"] = len(self._labels)
+        f.attrs["sha256"] = self._hash.hexdigest()
+        f.close()
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        self._file.close()
+        self.partial.unlink(missing_ok=True)
+
+
+@dataclass
+class SplitMeta:
+    images: int
+    shards: list[str]  # file names relative to the index file's folder
+    shard_images: list[int]
+    skipped: int = 0
+
+
+def write_index(
+    path: str | os.PathLike,
+    classes: list[tuple[str, str]],
+    splits: dict[str, SplitMeta],
+    train_sums: PixelSums | None,
+    settings: dict,
+    skipped: Iterable[tuple[str, str, str]] = (),
+) -> None:
+    """Write the index file atomically. `classes`: (wnid, name) in index order; `skipped`:
+    (split, path, reason). `train_sums` gives mean and PCA; without it they are absent."""
+    from alexnet_cli import __version__
+    from alexnet_cli.fileio import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(format=FORMAT_NAME, format_version=FORMAT_VERSION, created_by=f"alexnet-cli {__version__}")
+        g = f.create_group("classes")
+        g.create_dataset("wnid", data=[c[0] for c in classes], dtype=_STR)
+        g.create_dataset("name", data=[c[1] for c in classes], dtype=_STR)
+        for name, meta in splits.items():
+            s = f.create_group(f"splits/{name}")
+            s.attrs.update(images=meta.images, skipped=meta.skipped)
+            s.create_dataset("shards", data=meta.shards, dtype=_STR)
+            s.create_dataset("shard_images", data=np.asarray(meta.shard_images, np.int64))
+        st = f.create_group("settings")
+        st.attrs.update(settings)
+        if train_sums is not None and train_sums.n:
+            stats = f.create_group("stats")
+            eigval, eigvec = train_sums.pca()
+            stats.create_dataset("mean_rgb", data=train_sums.mean_rgb())
+            stats.create_dataset("mean_image", data=train_sums.mean_image())
+            stats.create_dataset("pca_eigenvalues", data=eigval)
+            stats.create_dataset("pca_eigenvectors", data=eigvec)
+            write_sums(stats, train_sums)
+        rows = list(skipped)
+        sk = f.create_group("skipped")
+        for i, col in enumerate(("split", "path", "reason")):
+            sk.create_dataset(col, data=[r[i] for r in rows], dtype=_STR)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def _array(group: h5py.Group, name: str, shape: tuple, dtype) -> np.ndarray:
+    """A dataset read as data, its shape and dtype checked before use."""
+    if name not in group:
+        raise InputError(f"{group.file.filename}: missing '{group.name}/{name}'; rerun `alexnet prep`")
+    ds = group[name]
+    if not isinstance(ds, h5py.Dataset) or ds.shape != shape or not np.can_cast(ds.dtype, dtype, "same_kind"):
+        raise InputError(
+            f"{group.file.filename}: '{ds.name}' has shape {getattr(ds, 'shape', None)}, expected {shape}; "
+            "the file is damaged, rerun `alexnet prep`"
+        )
+    return ds[()].astype(dtype)
+
+
+def _strings(ds: h5py.Dataset) -> list[str]:
+    return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[()]]
+
+
+@dataclass
+class Stats:
+    mean_rgb: np.ndarray  # [3], pixel units 0..255
+    mean_image: np.ndarray  # [256, 256, 3] float32, pixel units
+    eigenvalues: np.ndarray  # [3], descending, of the [0,1]-scaled pixel covariance
+    eigenvectors: np.ndarray  # [3, 3], columns = components
+
+
+class PreparedDataset:
+    """The index file of a prepared dataset: classes, splits, statistics and settings."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(f"{self.path}: no such file; run `alexnet prep SRC {self.path}` first")
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError:
+            raise InputError(f"{self.path}: not an HDF5 file; give the OUT.h5 written by `alexnet prep`") from None
+        with f:
+            if f.attrs.get("format") != FORMAT_NAME:
+                raise InputError(f"{self.path}: not an alexnet-cli dataset; give the OUT.h5 written by `alexnet prep`")
+            version = int(f.attrs.get("format_version", -1))
+            if version > FORMAT_VERSION:
+                raise InputError(
+                    f"{self.path}: format version {version} is newer than this alexnet-cli reads "
+                    f"({FORMAT_VERSION}); upgrade alexnet-cli"
+                )
+            self.format_version = version
+            self.classes: list[tuple[str, str]] = list(
+                zip(_strings(f["classes/wnid"]), _strings(f["classes/name"]))
+            )
+            self.splits: dict[str, SplitMeta] = {}
+            for name, g in f.get("splits", {}).items():
+                shards = _strings(g["shards"])
+                counts = [int(c) for c in g["shard_images"][()]]
+                if len(counts) != len(shards) or sum(counts) != int(g.attrs["images"]):
+                    raise InputError(f"{self.path}: split '{name}' counts disagree; the file is damaged, rerun prep")
+                self.splits[name] = SplitMeta(int(g.attrs["images"]), shards, counts, int(g.attrs.get("skipped", 0)))
+            self.settings = {k: _plain(v) for k, v in f["settings"].attrs.items()}
+            self.stats: Stats | None = None
+            if "stats" in f:
+                s = f["stats"]
+                self.stats = Stats(
+                    _array(s, "mean_rgb", (3,), np.float64),
+                    _array(s, "mean_image", (IMAGE_SIZE, IMAGE_SIZE, 3), np.float32),
+                    _array(s, "pca_eigenvalues", (3,), np.float64),
+                    _array(s, "pca_eigenvectors", (3, 3), np.float64),
+                )
+            sk = f.get("skipped")
+            self.skipped = list(zip(*(_strings(sk[c]) for c in ("split", "path", "reason")))) if sk else []
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> "SplitReader":
+        if name not in self.splits:
+            have = ", ".join(self.splits) or "none"
+            raise InputError(f"{self.path}: has no '{name}' split (it has: {have}); prep it with --split {name}")
+        meta = self.splits[name]
+        return SplitReader([self.path.parent / s for s in meta.shards], meta.shard_images)
+
+
+def _plain(value):
+    """HDF5 attribute -> plain Python value (numpy scalars and bytes are not JSON-friendly)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+class SplitReader:
+    """Random access to one split's images across its shards; safe to fork before first use."""
+
+    def __init__(self, shard_paths: list[Path], shard_images: list[int]):
+        self.shard_paths = shard_paths
+        self.starts = np.concatenate([[0], np.cumsum(shard_images)]).astype(np.int64)
+        self._handles: dict[int, tuple] = {}
+        self._pid = os.getpid()
+        self._labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getstate__(self):  # pickled into spawned workers: never ship open handles
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
+
+    def _shard(self, k: int):
+        if self._pid != os.getpid():  # forked: handles from the parent are not ours
+            self._handles, self._pid = {}, os.getpid()
+        if k not in self._handles:
+            path = self.shard_paths[k]
+            if not path.exists():
+                raise InputError(f"{path}: shard missing; restore it or rerun `alexnet prep`")
+            f = h5py.File(path, "r")
+            expected = int(self.starts[k + 1] - self.starts[k])
+            if f.attrs.get("format") != SHARD_FORMAT_NAME or int(f.attrs.get("images", -1)) != expected:
+                raise InputError(f"{path}: not the shard the index expects; rerun `alexnet prep`")
+            # offsets are small (8 bytes an image): read them once so each image is one slice
+            self._handles[k] = (f, f["data"], f["offsets"][()], str(f.attrs["codec"]))
+        return self._handles[k]
+
+    def locate(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = int(np.searchsorted(self.starts, i, side="right") - 1)
+        return k, i - int(self.starts[k])
+
+    def read_encoded(self, i: int) -> tuple[np.ndarray, str]:
+        """The stored bytes of image i and their codec (one contiguous slice, no fancy indexing)."""
+        k, j = self.locate(i)
+        _, data, offsets, codec = self._shard(k)
+        return data[offsets[j] : offsets[j + 1]], codec
+
+    def image(self, i: int) -> np.ndarray:
+        """Image i as 256x256x3 uint8."""
+        return decode_image(*self.read_encoded(i))
+
+    @property
+    def labels(self) -> np.ndarray:
+        if self._labels is None:
+            self._labels = np.concatenate(
+                [self._shard(k)[0]["labels"][()] for k in range(len(self.shard_paths))] or [np.zeros(0, np.int32)]
+            )
+        return self._labels
+
+    def sources(self) -> list[str]:
+        return [s for k in range(len(self.shard_paths)) for s in _strings(self._shard(k)[0]["sources"])]
+
+    def close(self) -> None:
+        for f, *_ in self._handles.values():
+            f.close()
+        self._handles = {}

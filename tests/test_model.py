@@ -1,0 +1,194 @@
+"""The paper's network: shapes, parameters, LRN, init, the tower split and the state_dict layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from alexnet_cli.model import (
+    LAYERS,
+    AlexNet,
+    LocalResponseNorm,
+    ModelConfig,
+    build_model,
+    merge_towers,
+    split_towers,
+)
+
+
+def lrn_reference(a: torch.Tensor, n=5, k=2.0, alpha=1e-4, beta=0.75) -> torch.Tensor:
+    """Section 3.3 written out literally: b_i = a_i / (k + alpha sum_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a_j^2)^beta."""
+    N = a.shape[1]
+    out = torch.empty_like(a)
+    for i in range(N):
+        lo, hi = max(0, i - n // 2), min(N - 1, i + n // 2)
+        s = (a[:, lo : hi + 1] ** 2).sum(1)
+        out[:, i] = a[:, i] / (k + alpha * s) ** beta
+    return out
+
+
+def grouped_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
+    """The network written against the grouped single-model layout (eval mode), independent of
+    the Tower code: grouped convs, LRN per group of 48 maps via torch's LocalResponseNorm
+    (whose alpha is divided by n, hence 5e-4)."""
+    lrn = torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
+
+    def norm(t):
+        b, c, h, w = t.shape
+        return lrn(t.reshape(b * 2, c // 2, h, w)).reshape(b, c, h, w)
+
+    x = F.max_pool2d(norm(F.relu(F.conv2d(x, sd["conv1.weight"], sd["conv1.bias"], stride=4, padding=2))), 3, 2)
+    x = F.max_pool2d(norm(F.relu(F.conv2d(x, sd["conv2.weight"], sd["conv2.bias"], padding=2, groups=2))), 3, 2)
+    x = F.relu(F.conv2d(x, sd["conv3.weight"], sd["conv3.bias"], padding=1))
+    x = F.relu(F.conv2d(x, sd["conv4.weight"], sd["conv4.bias"], padding=1, groups=2))
+    x = F.max_pool2d(F.relu(F.conv2d(x, sd["conv5.weight"], sd["conv5.bias"], padding=1, groups=2)), 3, 2)
+    x = F.relu(F.linear(x.flatten(1), sd["fc6.weight"], sd["fc6.bias"]))
+    x = F.relu(F.linear(x, sd["fc7.weight"], sd["fc7.bias"]))
+    return F.linear(x, sd["fc8.weight"], sd["fc8.bias"])
+
+
+def test_parameter_count_matches_the_paper_model():
+    assert sum(p.numel() for p in AlexNet(1000).parameters()) == 60_965_224
+
+
+def test_output_shape_and_num_classes():
+    model = AlexNet(num_classes=10).eval()
+    assert model(torch.zeros(2, 3, 224, 224)).shape == (2, 10)
+
+
+def test_state_dict_is_the_grouped_layout_in_network_order():
+    sd = AlexNet(1000).state_dict()
+    expected = {
+        "conv1.weight": (96, 3, 11, 11),
+        "conv2.weight": (256, 48, 5, 5),
+        "conv3.weight": (384, 256, 3, 3),
+        "conv4.weight": (384, 192, 3, 3),
+        "conv5.weight": (256, 192, 3, 3),
+        "fc6.weight": (4096, 9216),
+        "fc7.weight": (4096, 4096),
+        "fc8.weight": (1000, 4096),
+    }
+    assert list(sd) == [f"{layer}.{kind}" for layer in LAYERS for kind in ("weight", "bias")]
+    for key, shape in expected.items():
+        assert tuple(sd[key].shape) == shape, key
+
+
+def test_forward_equals_an_independent_grouped_implementation():
+    torch.manual_seed(0)
+    model = AlexNet(num_classes=7, bias_init=0.1).eval()
+    # larger weights than the init so that LRN's denominator really departs from k
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(5)
+    x = torch.randn(2, 3, 224, 224) * 60
+    sd = model.state_dict()
+    torch.testing.assert_close(model(x), grouped_reference(sd, x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 48])
+def test_lrn_matches_the_section_3_3_formula_including_edge_maps(channels):
+    torch.manual_seed(channels)
+    a = (torch.randn(2, channels, 5, 4, dtype=torch.float64) * 40).requires_grad_()
+    out = LocalResponseNorm()(a)
+    ref = lrn_reference(a)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, a, g)
+    (grad_ref,) = torch.autograd.grad(ref, a, g)
+    torch.testing.assert_close(grad, grad_ref)
+
+
+def test_lrn_alpha_is_not_divided_by_n():
+    a = torch.full((1, 5, 1, 1), 100.0)
+    # centre map: sum over 5 maps of 100^2 = 5e4; (2 + 1e-4 * 5e4)^0.75 = 7^0.75
+    assert LocalResponseNorm()(a)[0, 2, 0, 0].item() == pytest.approx(100 / 7**0.75, rel=1e-6)
+
+
+def test_lrn_gradcheck():
+    a = (torch.randn(1, 6, 3, 3, dtype=torch.float64) * 30).requires_grad_()
+    assert torch.autograd.gradcheck(LocalResponseNorm(), (a,))
+
+
+def test_lrn_works_in_channels_last():
+    a = torch.randn(2, 48, 7, 7) * 30
+    out = LocalResponseNorm()(a.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, lrn_reference(a), rtol=1e-5, atol=1e-5)
+
+
+def test_init_follows_section_5():
+    torch.manual_seed(0)
+    sd = AlexNet(1000).state_dict()
+    for layer in LAYERS:
+        w = sd[f"{layer}.weight"]
+        assert w.mean().abs() < 0.002, layer
+        assert w.std().item() == pytest.approx(0.01, rel=0.05), layer
+    for layer in ("conv2", "conv4", "conv5", "fc6", "fc7"):
+        assert torch.all(sd[f"{layer}.bias"] == 1.0)
+    for layer in ("conv1", "conv3", "fc8"):
+        assert torch.all(sd[f"{layer}.bias"] == 0.0)
+    sd01 = AlexNet(10, bias_init=0.1).state_dict()
+    assert torch.allclose(sd01["fc6.bias"], torch.tensor(0.1))
+    assert torch.all(sd01["conv1.bias"] == 0.0)
+
+
+def test_split_on_two_cpu_devices_equals_unsplit():
+    torch.manual_seed(0)
+    single = AlexNet(num_classes=10).eval()
+    split = AlexNet(num_classes=10, devices=("cpu", "cpu")).eval()
+    split.load_state_dict(single.state_dict())
+    x = torch.randn(3, 3, 224, 224) * 50
+    torch.testing.assert_close(split(x), single(x), rtol=1e-5, atol=1e-5)
+    assert split.devices == (torch.device("cpu"), torch.device("cpu"))
+    for a, b in zip(split.state_dict().values(), single.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_split_and_unsplit_gradients_agree():
+    torch.manual_seed(1)
+    single = AlexNet(num_classes=5)
+    split = AlexNet(num_classes=5, devices=("cpu", "cpu"))
+    split.load_state_dict(single.state_dict())
+    x = torch.randn(2, 3, 224, 224) * 50
+    y = torch.tensor([1, 3])
+    torch.manual_seed(2)
+    F.cross_entropy(single(x), y).backward()
+    torch.manual_seed(2)
+    F.cross_entropy(split(x), y).backward()
+    for (n, a), b in zip(single.named_parameters(), split.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_tower_helpers_round_trip_any_parameter_dict():
+    sd = AlexNet(10).state_dict()
+    towers = dict(sd)
+    split_towers(towers)
+    assert "towers.1.conv2.weight" in towers and "conv2.weight" not in towers
+    assert towers["towers.1.conv2.weight"].shape == (128, 48, 5, 5)
+    back = merge_towers(towers)
+    assert list(back) == list(sd)
+    assert all(torch.equal(back[k], sd[k]) for k in sd)
+
+
+def test_load_state_dict_rejects_wrong_class_count():
+    with pytest.raises(RuntimeError):
+        AlexNet(10).load_state_dict(AlexNet(1000).state_dict())
+
+
+def test_devices_needs_two_entries():
+    with pytest.raises(ValueError, match="two entries"):
+        AlexNet(10, devices=("cpu",))
+
+
+def test_torchvision_arch_reuses_torchvision():
+    model = build_model(ModelConfig(arch="torchvision", num_classes=1000))
+    assert isinstance(model, torchvision.models.AlexNet)
+    assert sum(p.numel() for p in model.parameters()) == 61_100_840
+    ref = torchvision.models.alexnet(weights=None)
+    model.load_state_dict(ref.state_dict())  # torchvision's weight files load as they are
+
+
+def test_unknown_arch():
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_model(ModelConfig(arch="vgg"))
