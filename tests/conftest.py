@@ -20,3 +20,21 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "README.md").exists():
         pytest.skip(f"real test images not found at {SHARED_DATA} (set ALEXNET_SHARED_DATA)")
     return SHARED_DATA
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None = None, timeout: float = 600, input: bytes | None = None):
+    """Run `python -m alexnet_cli ARGS` in a subprocess that imports *this* checkout's package."""
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "alexnet_cli", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        timeout=timeout,
+        input=input,
+    )

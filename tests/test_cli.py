@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 from typer.testing import CliRunner
 
 from alexnet_cli import __version__
 from alexnet_cli.cli import app
+from tests.conftest import run_cli
 
 runner = CliRunner()
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "alexnet_cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_help_lists_the_commands():
@@ -27,12 +21,13 @@ def test_help_lists_the_commands():
 def test_version():
     result = run_cli("--version")
     assert result.returncode == 0
-    assert result.stdout.strip() == f"alexnet {__version__}"
+    assert result.stdout.decode().strip() == f"alexnet {__version__}"
 
 
 def test_bad_option_value_is_one_line_exit_2_no_traceback():
     result = run_cli("info", "--arch", "vgg")
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().count("\n") == 0
-    assert "unknown --arch 'vgg'" in result.stderr
+    err = result.stderr.decode()
+    assert "Traceback" not in err
+    assert err.strip().count("\n") == 0
+    assert "unknown --arch 'vgg'" in err
