@@ -1,0 +1,20 @@
+"""Exact sharding across ranks: every item once, no padding."""
+
+from __future__ import annotations
+
+import pytest
+
+from alexnet_cli.distributed import DistInfo, current, shard_range
+
+
+@pytest.mark.parametrize("n,world", [(0, 2), (1, 2), (10, 3), (7, 7), (5, 8), (1000, 4)])
+def test_shard_range_covers_every_item_exactly_once(n, world):
+    items = [i for r in range(world) for i in shard_range(n, r, world)]
+    assert items == list(range(n))
+    sizes = [len(shard_range(n, r, world)) for r in range(world)]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_single_process_defaults():
+    assert current() == DistInfo(0, 1, 0)
+    assert current().is_main and not current().enabled
