@@ -48,7 +48,7 @@ def leaf_synsets(meta: bytes | Path) -> dict[int, tuple[str, str]]:
         synsets = scipy.io.loadmat(io.BytesIO(meta) if isinstance(meta, bytes) else meta, squeeze_me=True)["synsets"]
         rows = zip(synsets["ILSVRC2012_ID"], synsets["WNID"], synsets["words"], synsets["num_children"])
         leaves = {int(i): (str(w), str(words)) for i, w, words, children in rows if int(children) == 0}
-    except (ValueError, KeyError, TypeError, OSError) as e:
+    except Exception as e:  # scipy's MatReadError and whatever a foreign file provokes
         raise InputError(f"{name}: not a devkit meta.mat with a 'synsets' table ({e}); check the devkit") from None
     if not leaves:
         raise InputError(f"{name}: no leaf synsets (num_children == 0) found; check the devkit")

@@ -24,10 +24,13 @@ def describe(ds: PreparedDataset) -> dict:
     """Splits (images, classes present, shards, skipped), class table, mean, PCA, settings, skips."""
     splits = {}
     for name, meta in ds.splits.items():
-        labels = ds.split(name).labels
+        try:
+            classes = int(np.unique(ds.split(name).labels).size)
+        except InputError:  # a missing or foreign shard: --verify says which
+            classes = None
         splits[name] = {
             "images": meta.images,
-            "classes": int(np.unique(labels).size),
+            "classes": classes,
             "shards": len(meta.shards),
             "skipped": meta.skipped,
         }

@@ -125,8 +125,12 @@ def find_source(
         "kaggle": _kaggle,
         "folders": lambda r, d: {split_name: _class_folders(r, split_name, r)},
     }[layout](root, devkit_path)
+    found = {k: v for k, v in found.items() if len(v) or v.unlabelled}
     if not found:
-        raise InputError(f"{root}: no images found in the {layout} layout; check the path (or --layout)")
+        raise InputError(
+            f"{root}: no images found in the {layout} layout (no class subfolders with images); "
+            "check the path (or --layout)"
+        )
     wanted = tuple(found) if splits is None else splits
     missing = [s for s in wanted if s not in found]
     if missing:
@@ -137,8 +141,6 @@ def find_source(
     if empty:
         raise InputError(f"{root}: the '{empty[0]}' split has no labelled images; check its files and labels")
     wnids = sorted({c for s in found.values() for c in s.class_names})
-    if not wnids:
-        raise InputError(f"{root}: no classes found (no class subfolders with images); check the path")
     return Source(root, layout, [(w, class_name(w)) for w in wnids], {name: found[name].sorted() for name in wanted})
 
 
@@ -226,7 +228,7 @@ def _imagenet(root: Path, devkit: Path | None) -> dict[str, SplitInputs]:
         found["train"] = _class_folders(root / "train", "train", root)
     if (root / "val").is_dir():
         found["val"] = _flat_or_folders(root / "val", "val", root, _devkit_labels(devkit, root, "val/"))
-    return {k: v for k, v in found.items() if len(v) or v.unlabelled}
+    return found
 
 
 def _kaggle(root: Path, devkit: Path | None) -> dict[str, SplitInputs]:
@@ -243,7 +245,7 @@ def _kaggle(root: Path, devkit: Path | None) -> dict[str, SplitInputs]:
             return _devkit_labels(devkit, root, f"{KAGGLE_ROOT}/val")()
 
         found["val"] = _flat_or_folders(base / "val", "val", root, labels)
-    return {k: v for k, v in found.items() if len(v) or v.unlabelled}
+    return found
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,7 +268,7 @@ def _archives(root: Path, devkit: Path | None) -> dict[str, SplitInputs]:
         found["train"] = _train_tar(root, TRAIN_TAR)
     if (root / VAL_TAR).is_file():
         found["val"] = _val_tar(root, VAL_TAR, _devkit_labels(devkit, root, VAL_TAR))
-    return {k: v for k, v in found.items() if len(v) or v.unlabelled}
+    return found
 
 
 def _train_tar(root: Path, name: str) -> SplitInputs:
