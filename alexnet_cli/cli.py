@@ -148,7 +148,7 @@ def inspect(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
     verify: bool = typer.Option(False, "--verify", help="Re-read every shard and check its checksum and counts (exit 1 on damage)."),
     export: Optional[str] = typer.Option(None, help="Write the first --limit images of --split as PNGs plus labels.csv into this new folder."),
-    split: str = typer.Option("train", help="Split to --export."),
+    split: Optional[str] = typer.Option(None, help="Split to --export (default: train, else the first)."),
     limit: int = typer.Option(16, min=1, help="How many images to --export."),
 ) -> None:
     """Splits, classes, mean, PCA, settings and skipped files of a prepared dataset."""
@@ -163,6 +163,7 @@ def inspect(
         failed = any(r["problems"] for r in rows)
         info["verify"] = {"ok": not failed, "shards": rows}
     if export:
+        split = split or ("train" if "train" in ds.splits else next(iter(ds.splits)))
         csv_path = inspection.export(ds, split, limit, export)
         info["export"] = {"folder": export, "labels_csv": str(csv_path), "images": min(limit, ds.splits[split].images)}
     if as_json:

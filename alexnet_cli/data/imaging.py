@@ -27,16 +27,13 @@ import os
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps
 
 try:
     import cykooz_resizer as _fir
 except ImportError:  # no wheel for this platform: Pillow's resize, same filter
     _fir = None
-try:
-    import simplejpeg as _sj
-except ImportError:
-    _sj = None
 
 SIZE = 256
 RESAMPLE = Image.Resampling.BILINEAR  # antialiased when shrinking (the support widens)
@@ -121,10 +118,10 @@ def decode_rgb(im: Image.Image, data: bytes | None, size: int = SIZE) -> np.ndar
 
     `data`: the file's bytes when at hand, for the simplejpeg fast path."""
     scale = dct_scale(*im.size, size=size) if im.format == "JPEG" else 1
-    if data is not None and _sj is not None and _is_plain_jpeg(im):
+    if data is not None and _is_plain_jpeg(im):
         w, h = im.size
         try:
-            return _sj.decode_jpeg(data, "RGB", min_height=-(-h // scale), min_width=-(-w // scale))
+            return simplejpeg.decode_jpeg(data, "RGB", min_height=-(-h // scale), min_width=-(-w // scale))
         except ValueError:
             pass  # libjpeg warned (e.g. extraneous bytes): Pillow decides, as for every other file
     if scale > 1:

@@ -245,7 +245,7 @@ def output_lock(out: Path) -> Iterator[None]:
 # Planning and resuming
 
 
-def settings_of(source: Source, config: PrepConfig) -> dict:
+def settings_of(config: PrepConfig) -> dict:
     """What the pixels depend on, recorded in the index and in every shard's fingerprint."""
     return {
         "image_size": IMAGE_SIZE,
@@ -260,7 +260,7 @@ def settings_of(source: Source, config: PrepConfig) -> dict:
 
 
 def plan_shards(source: Source, out: Path, config: PrepConfig) -> list[ShardPlan]:
-    base = dict(settings_of(source, config), format_version=FORMAT_VERSION, classes=[w for w, _ in source.classes])
+    base = dict(settings_of(config), format_version=FORMAT_VERSION, classes=[w for w, _ in source.classes])
     plans = []
     for name, split in source.splits.items():
         labels = source.labels(name)
@@ -467,7 +467,7 @@ def finish(
         splits[split].skipped += 1
         summary_splits[split].skipped += 1
     settings = dict(
-        settings_of(source, config),
+        settings_of(config),
         layout=source.layout,
         source=str(source.root.resolve()),
         labels_from="; ".join(f"{s.name}: {s.labelled_by}" for s in source.splits.values() if s.labelled_by),
