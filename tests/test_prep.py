@@ -281,3 +281,14 @@ def test_decode_image_reads_what_encode_wrote(raw_prep):
     reader = PreparedDataset(raw_prep).split("val")
     data, codec = reader.read_encoded(0)
     assert codec == "raw" and decode_image(data, codec).shape == (256, 256, 3)
+
+
+def test_file_names_that_are_not_utf8(shared_data, tmp_path):
+    src = tmp_path / "src"
+    (src / "cls").mkdir(parents=True)
+    photo = sample_files(shared_data, 1, start=9)[0].read_bytes()
+    with open(os.path.join(os.fsencode(src / "cls"), b"caf\xe9.jpg"), "wb") as f:
+        f.write(photo)
+    summary = prepare(src, tmp_path / "d.h5", PrepConfig(workers=1))
+    assert summary.splits["train"].images == 1
+    assert PreparedDataset(tmp_path / "d.h5").split("train").sources() == ["cls/caf\\xe9.jpg"]

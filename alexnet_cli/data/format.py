@@ -62,16 +62,27 @@ class PixelSums:
 
     def add_image(self, pixels: np.ndarray) -> None:
         """Add one HxWx3 uint8 image."""
-        # channels x pixels in uint16: every product of two uint8 values fits (255^2 < 2^16),
-        # so each entry of sum x x^T is one SIMD multiply and an exact uint64 sum of contiguous
-        # rows (2x faster than an int64 matmul).
-        c = np.ascontiguousarray(pixels.reshape(-1, 3).T, dtype=np.uint16)
-        for i, j in _PAIRS:
-            self.sumsq[i, j] = self.sumsq[j, i] = self.sumsq[i, j] + int(np.multiply(c[i], c[j]).sum(dtype=np.uint64))
-        self.sum += c.sum(1, dtype=np.uint64).astype(np.int64)
-        self.n += c.shape[1]
-        self.images += 1
-        self.image_sum += pixels
+        self.add_images([pixels])
+
+    def add_images(self, images: list[np.ndarray]) -> None:
+        """Add HxWx3 uint8 images (in one call: cheaper per image than `add_image`)."""
+        for start in range(0, len(images), 257):
+            # per-position sums of up to 257 images fit uint16 (257 * 255 < 2^16): a cheap
+            # SIMD add per image, widened to int64 once per block; sum x follows from it
+            block = np.zeros(self.image_sum.shape, np.uint16)
+            for pixels in images[start : start + 257]:
+                np.add(block, pixels, out=block)
+                # channels x pixels in uint16: every product of two uint8 values fits
+                # (255^2 < 2^16), so each entry of sum x x^T is one SIMD multiply and an exact
+                # uint64 sum of contiguous rows (2x faster than an int64 matmul)
+                c = np.ascontiguousarray(pixels.reshape(-1, 3).T, dtype=np.uint16)
+                for i, j in _PAIRS:
+                    self.sumsq[i, j] += int(np.multiply(c[i], c[j]).sum(dtype=np.uint64))
+                self.n += c.shape[1]
+                self.images += 1
+            self.image_sum += block
+            self.sum += block.reshape(-1, 3).sum(0, dtype=np.int64)
+        self.sumsq = np.triu(self.sumsq) + np.triu(self.sumsq, 1).T
 
     def merge(self, other: "PixelSums") -> "PixelSums":
         return PixelSums(

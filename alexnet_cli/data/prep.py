@@ -144,7 +144,7 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, config: PrepConfig, 
     _check_output(out, config.force)
     with output_lock(out):
         source = find_source(src, config.layout, config.splits, config.devkit)
-        unlabelled = [(s.name, p, f"no label for this file in {s.labelled_by or 'the devkit'}")
+        unlabelled = [(s.name, printable(p), f"no label for this file in {s.labelled_by or 'the devkit'}")
                       for s in source.splits.values() for p in s.unlabelled]
         if config.strict and unlabelled:
             raise AlexnetError(_strict_message(unlabelled))
@@ -267,7 +267,7 @@ def plan_shards(source: Source, out: Path, config: PrepConfig) -> list[ShardPlan
         for k, start in enumerate(range(0, len(split), config.shard_size)):
             stop = min(start + config.shard_size, len(split))
             h = hashlib.sha256(json.dumps(dict(base, split=name, shard=k), sort_keys=True).encode())
-            h.update("\n".join(split.sources[start:stop]).encode())
+            h.update("\n".join(split.sources[start:stop]).encode("utf-8", "surrogateescape"))
             h.update(labels[start:stop].tobytes())
             plans.append(ShardPlan(name, k, out.parent / shard_name(out, name, k), start, stop, h.hexdigest()))
     return plans
@@ -334,7 +334,7 @@ class ChunkResult:
 
 def process_chunk(locations: list[tuple[str, int, int]]) -> ChunkResult:
     """Read, crop (section 2), encode and sum a run of images: the worker's whole job."""
-    encoded, reasons, sums = [], [], PixelSums()
+    encoded, reasons, crops = [], [], []
     for path, offset, size in locations:
         try:
             pixels = imaging.load_256(read_image_bytes(path, offset, size))
@@ -348,8 +348,16 @@ def process_chunk(locations: list[tuple[str, int, int]]) -> ChunkResult:
             continue
         encoded.append(encode_image(pixels, _WORKER["codec"], _WORKER["quality"]))
         reasons.append(None)
-        sums.add_image(pixels)
+        crops.append(pixels)
+    sums = PixelSums()
+    sums.add_images(crops)
     return ChunkResult(encoded, reasons, sums)
+
+
+def printable(path: str) -> str:
+    """A source path as valid UTF-8 for the shard: undecodable bytes of a file name (kept by
+    Python as surrogates) are written as \\xNN escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _pool(workers: int, config: PrepConfig) -> ProcessPoolExecutor:
@@ -399,12 +407,13 @@ def write_shards(
         if start == plan.start:
             writer = ShardWriter(plan.path, plan.split, plan.index, config.codec, config.quality, {"plan": plan.fingerprint})
         for i, (data, reason) in enumerate(zip(result.encoded, result.reasons), start):
+            name = printable(split.sources[i])
             if data is None:
                 if config.strict:
-                    raise AlexnetError(_strict_message([(plan.split, split.sources[i], reason)]))
-                writer.skip(split.sources[i], reason)
+                    raise AlexnetError(_strict_message([(plan.split, name, reason)]))
+                writer.skip(name, reason)
             else:
-                writer.add_encoded(data, int(labels[plan.split][i]), split.sources[i])
+                writer.add_encoded(data, int(labels[plan.split][i]), name)
         writer.add_sums(result.sums)
         if stop == plan.stop:
             writer.close()
