@@ -11,7 +11,6 @@ built opens its own handles on first use (h5py handles must not cross a fork).
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
