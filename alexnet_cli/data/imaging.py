@@ -48,9 +48,9 @@ class ImageDecodeError(ValueError):
     """The bytes are not an image Pillow can decode (zero bytes, truncated, not an image...).
     `reason` is the short cause alone, for skip lists."""
 
-    def __init__(self, name: str, reason: str):
-        super().__init__(f"{name}: {reason}")
-        self.reason = reason
+    def __init__(self, name: str, reason: str | None = None):
+        super().__init__(name if reason is None else f"{name}: {reason}")
+        self.reason = name if reason is None else reason
 
 
 def center_box(width: int, height: int, size: int = SIZE) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
