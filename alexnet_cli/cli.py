@@ -51,9 +51,159 @@ def _not_implemented(command: str) -> None:
 
 
 @app.command()
-def prep() -> None:
+def prep(
+    src: str = typer.Argument(..., help="ImageNet root, folder of the official tars, Kaggle root, or a folder of class folders."),
+    out: str = typer.Argument(..., help="Index file to write (OUT.h5); shards go beside it as OUT-<split>-NNNNN.h5."),
+    layout: str = typer.Option("auto", help="Source layout: auto, imagenet, archives, kaggle or folders."),
+    devkit: Optional[str] = typer.Option(None, help="ILSVRC2012_devkit_t12.tar.gz or its folder (val labels); default: found in SRC."),
+    split: Optional[str] = typer.Option(None, help="train, val or both (default: every split found)."),
+    shard_size: int = typer.Option(10_000, help="Images per shard file."),
+    codec: str = typer.Option("jpeg", help="Storage: jpeg (4:4:4) or raw uint8."),
+    quality: int = typer.Option(90, help="JPEG quality (38.8 dB PSNR, 26 KB per crop at 90)."),
+    workers: int = typer.Option(0, envvar="ALEXNET_WORKERS", show_envvar=True, help="Worker processes (0: all cores)."),
+    force: bool = typer.Option(False, "--force", help="Replace a complete OUT."),
+    strict: bool = typer.Option(False, "--strict", help="Fail (exit 1) if any input file cannot be used."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final summary as one JSON object."),
+) -> None:
     """Turn an ImageNet-style dataset into 256x256 HDF5 shards with mean and RGB PCA."""
-    _not_implemented("prep")
+    from alexnet_cli.data.prep import PrepConfig, prepare
+
+    splits = {None: None, "train": ("train",), "val": ("val",), "both": ("train", "val")}
+    if split not in splits:
+        raise InputError(f"unknown --split {split!r}; choose train, val or both")
+    config = PrepConfig(shard_size, codec, quality, workers, splits[split], layout, devkit, force, strict)
+    with _ProgressReporter("prep") as report:
+        summary = prepare(src, out, config, progress=report)
+    if as_json:
+        print(json.dumps(summary.to_json()))
+        return
+    _render_prep_summary(summary.to_json())
+
+
+class _ProgressReporter:
+    """A progress callback (done, total): a Rich bar on a terminal, a plain line every 10 s otherwise.
+
+    The bar (and its refresh thread) starts at the first report, after prep has started its
+    worker processes, so they are never forked from a multi-threaded process."""
+
+    def __init__(self, what: str):
+        self.what, self.bar, self.task, self.last, self.start = what, None, None, 0.0, None
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        import time
+
+        now = time.monotonic()
+        if self.start is None:
+            self.start, self.first = now, done
+        if err_console.is_terminal:
+            if self.bar is None:
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+                self.bar = Progress(
+                    TextColumn(self.what), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"),
+                    TimeRemainingColumn(), console=err_console, transient=True,
+                )
+                self.bar.start()
+                self.task = self.bar.add_task(self.what, total=total, completed=done, rate="")
+            rate = (done - self.first) / max(now - self.start, 1e-9)
+            self.bar.update(self.task, completed=done, rate=f"{rate:,.0f} img/s")
+        elif now - self.last >= 10 or done == total:
+            self.last = now
+            rate = (done - self.first) / max(now - self.start, 1e-9)
+            eta = (total - done) / rate if rate > 0 else float("inf")
+            eta_text = f", ETA {eta:,.0f} s" if rate > 0 and done < total else ""
+            err_console.print(f"{self.what}: {done:,}/{total:,} images ({100 * done / max(total, 1):.1f}%), {rate:,.0f} img/s{eta_text}", highlight=False)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _render_prep_summary(s: dict) -> None:
+    table = Table(title=f"{s['output']} ({s['layout']} layout, {s['classes']} classes)")
+    for col in ("split", "images", "skipped", "shards", "resumed shards"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for name, v in s["splits"].items():
+        table.add_row(name, f"{v['images']:,}", f"{v['skipped']:,}", str(v["shards"]), str(v["resumed_shards"]))
+    console.print(table)
+    console.print(
+        f"{s['processed']:,} images processed in {s['elapsed_s']:.1f} s ({s['images_per_s']:,.0f} img/s, "
+        f"{s['workers']} workers); {s['output_bytes'] / 2**20:,.1f} MiB written", highlight=False
+    )
+    for note in s["notes"]:
+        console.print(note, highlight=False)
+    for row in s["skipped"][:10]:
+        console.print(f"skipped ({row['split']}) {row['path']}: {row['reason']}", highlight=False, soft_wrap=True)
+    if len(s["skipped"]) > 10:
+        console.print(f"... and {len(s['skipped']) - 10} more skipped files: `alexnet inspect {s['output']}` lists them all")
+
+
+@app.command()
+def inspect(
+    data: str = typer.Argument(..., help="The OUT.h5 written by `alexnet prep`."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    verify: bool = typer.Option(False, "--verify", help="Re-read every shard and check its checksum and counts (exit 1 on damage)."),
+    export: Optional[str] = typer.Option(None, help="Write the first --limit images of --split as PNGs plus labels.csv into this new folder."),
+    split: Optional[str] = typer.Option(None, help="Split to --export (default: train, else the first)."),
+    limit: int = typer.Option(16, min=1, help="How many images to --export."),
+) -> None:
+    """Splits, classes, mean, PCA, settings and skipped files of a prepared dataset."""
+    from alexnet_cli.data import inspection
+    from alexnet_cli.data.format import PreparedDataset
+
+    ds = PreparedDataset(data)
+    info = inspection.describe(ds)
+    failed = False
+    if verify:
+        rows = inspection.verify(ds)
+        failed = any(r["problems"] for r in rows)
+        info["verify"] = {"ok": not failed, "shards": rows}
+    if export:
+        split = split or ("train" if "train" in ds.splits else next(iter(ds.splits)))
+        csv_path = inspection.export(ds, split, limit, export)
+        info["export"] = {"folder": export, "labels_csv": str(csv_path), "images": min(limit, ds.splits[split].images)}
+    if as_json:
+        print(json.dumps(info))
+    else:
+        _render_inspect(info)
+    if failed:
+        raise AlexnetError(f"{data}: verification failed (see above); restore the damaged shards or rerun `alexnet prep` with --force")
+
+
+def _render_inspect(info: dict) -> None:
+    table = Table(title=f"{info['path']} (format v{info['format_version']}, {info['num_classes']} classes)")
+    for col in ("split", "images", "classes", "shards", "skipped"):
+        table.add_column(col, justify="left" if col == "split" else "right")
+    for name, v in info["splits"].items():
+        table.add_row(name, f"{v['images']:,}", str(v["classes"]), str(v["shards"]), str(v["skipped"]))
+    console.print(table)
+    if info["mean_rgb"] is not None:
+        console.print("mean RGB (0..255): " + ", ".join(f"{m:.3f}" for m in info["mean_rgb"]), highlight=False)
+        console.print("PCA eigenvalues: " + ", ".join(f"{v:.5f}" for v in info["pca"]["eigenvalues"]), highlight=False)
+        rows = info["pca"]["eigenvectors"]
+        console.print("PCA eigenvectors (columns):", highlight=False)
+        for r in rows:
+            console.print("  " + "  ".join(f"{x:+.4f}" for x in r), highlight=False)
+    classes = info["classes"]
+    shown = ", ".join(f"{c['index']} {c['wnid']} {c['name']}" for c in classes[:5])
+    console.print(f"classes: {shown}{' ...' if len(classes) > 5 else ''}", highlight=False)
+    for key, value in info["settings"].items():
+        console.print(f"  {key}: {value}", highlight=False, soft_wrap=True)
+    for row in info["skipped"][:20]:
+        console.print(f"skipped ({row['split']}) {row['path']}: {row['reason']}", highlight=False, soft_wrap=True)
+    if len(info["skipped"]) > 20:
+        console.print(f"... and {len(info['skipped']) - 20} more (--json lists them all)")
+    if "verify" in info:
+        for r in info["verify"]["shards"]:
+            if r["problems"]:
+                console.print(f"[red]DAMAGED[/] {r['split']} {r['shard']}: " + "; ".join(r["problems"]), soft_wrap=True)
+        console.print("verify: all shards intact" if info["verify"]["ok"] else "[red]verify: damage found[/]")
+    if "export" in info:
+        console.print(f"exported {info['export']['images']} images to {info['export']['folder']} ({info['export']['labels_csv']})")
 
 
 @app.command()
