@@ -127,7 +127,7 @@ def eval_(
 
 @app.command()
 def predict(
-    images: list[str] = typer.Argument(..., help="Image files, folders (searched recursively), or - for stdin."),
+    images: list[str] = typer.Argument(..., help="Image files, folders (searched recursively for image extensions), or - for stdin."),
     checkpoint: Optional[Path] = typer.Option(
         None, envvar="ALEXNET_CHECKPOINT", show_envvar=True, help="Checkpoint written by `alexnet train`."
     ),

@@ -324,6 +324,7 @@ def run_eval(
     gpus = resolve_gpus(config.gpus)
     dataset = PreparedDataset(config.data)
     info = distributed.init(backend="nccl" if gpus else "gloo")
+    torch.backends.cudnn.benchmark = True  # eval's batches all have one shape: tune the kernels once
     try:
         classifier = load_classifier(devices_for(gpus, info.local_rank), checkpoint, arch, weights)
         return evaluate(classifier, dataset, config, info)
