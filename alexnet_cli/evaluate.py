@@ -25,7 +25,8 @@ from alexnet_cli import distributed
 from alexnet_cli.checkpoint import load_checkpoint, load_torchvision_weights, load_weights, model_from_checkpoint
 from alexnet_cli.classes import class_name, imagenet_classes
 from alexnet_cli.data.format import PreparedDataset, SplitReader
-from alexnet_cli.data.transforms import center_crop, normalize, softmax_average, ten_crop, torchvision_preprocess
+from alexnet_cli.data import transforms
+from alexnet_cli.data.transforms import normalize, softmax_average, torchvision_preprocess
 from alexnet_cli.errors import InputError
 from alexnet_cli.fileio import atomic_path
 from alexnet_cli.model import ARCHES, ModelConfig, build_model
@@ -60,7 +61,9 @@ class Classifier:
     device: torch.device  # where input batches go (tower 0's device)
 
     @torch.inference_mode()
-    def probabilities(self, images: torch.Tensor, ten_crop: bool = False, max_crops: int | None = None) -> torch.Tensor:
+    def probabilities(
+        self, images: torch.Tensor, ten_crop: bool = False, max_crops: int | None = None
+    ) -> torch.Tensor:
         """uint8 [N, 256, 256, 3] -> [N, classes] softmax on the device (ten_crop: the mean of 10).
         Forward passes take at most `max_crops` crops (memory stays that of a center-crop batch)."""
         x = network_input(images.to(self.device, non_blocking=True), self.preprocess, ten_crop)
@@ -68,11 +71,11 @@ class Classifier:
         return softmax_average(logits.view(images.shape[0], -1, logits.shape[-1]))
 
 
-def network_input(images: torch.Tensor, preprocess: dict[str, Any], ten_crop_: bool) -> torch.Tensor:
+def network_input(images: torch.Tensor, preprocess: dict[str, Any], ten_crop: bool) -> torch.Tensor:
     """uint8 [N, 256, 256, 3] -> float [N*K, 3, 224, 224]: normalised at 256x256, then K crops
     per image (K = 10 in transforms.ten_crop's order, image-major; else K = 1, the center)."""
     x = normalize(images.permute(0, 3, 1, 2), preprocess)
-    return ten_crop(x).flatten(0, 1) if ten_crop_ else center_crop(x)
+    return transforms.ten_crop(x).flatten(0, 1) if ten_crop else transforms.center_crop(x)
 
 
 def resolve_gpus(gpus: int | None) -> int:

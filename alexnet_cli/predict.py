@@ -123,13 +123,12 @@ def predict(
             chunk = inputs[start : start + batch_size]
             loaded = list(pool.map(_load, chunk))
             arrays = [px for px in loaded if isinstance(px, np.ndarray)]
-            ranked: list[list[dict[str, Any]]] = []
+            ranked = iter([])
             if arrays:
                 probs = classifier.probabilities(torch.from_numpy(np.stack(arrays)), ten_crop, batch_size).cpu()
-                ranked = top_predictions(probs, classifier.classes, top_k)
-            ranked.reverse()
+                ranked = iter(top_predictions(probs, classifier.classes, top_k))
             for item, px in zip(chunk, loaded):
-                yield Prediction(item.name, ranked.pop()) if isinstance(px, np.ndarray) else Failure(item.name, px)
+                yield Prediction(item.name, next(ranked)) if isinstance(px, np.ndarray) else Failure(item.name, px)
 
 
 def write_csv(path: str | os.PathLike, predictions: Sequence[Prediction]) -> None:

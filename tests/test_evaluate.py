@@ -36,18 +36,21 @@ CPU = [torch.device("cpu")]
 # Crops
 
 
-@pytest.mark.parametrize("preprocess", [preprocess_from_stats(np.arange(256 * 256 * 3).reshape(256, 256, 3) % 251),
-                                        torchvision_preprocess()])
+MEAN_IMAGE = np.arange(256 * 256 * 3).reshape(256, 256, 3) % 251  # no two crops see the same means
+
+
+@pytest.mark.parametrize("preprocess", [preprocess_from_stats(MEAN_IMAGE), torchvision_preprocess()])
 def test_ten_crops_equal_torchvision_TenCrop(shared_data, preprocess):
-    files = [shared_data / "fixtures/imagenet_named/n01440764_tench.JPEG", shared_data / "fixtures/other_formats/camera.png"]
+    fixtures = shared_data / "fixtures"
+    files = [fixtures / "imagenet_named/n01440764_tench.JPEG", fixtures / "other_formats/camera.png"]
     images = torch.from_numpy(np.stack([load_256(f) for f in files]))
-    crops = network_input(images, preprocess, ten_crop_=True)
+    crops = network_input(images, preprocess, ten_crop=True)
     assert crops.shape == (20, 3, 224, 224)
     for i in range(2):
         whole = normalize(images[i : i + 1].permute(0, 3, 1, 2), preprocess)[0]
         expected = torch.stack(T.TenCrop(224)(whole))
         assert torch.equal(crops[10 * i : 10 * i + 10], expected)
-        assert torch.equal(network_input(images[i : i + 1], preprocess, ten_crop_=False)[0], T.CenterCrop(224)(whole))
+        assert torch.equal(network_input(images[i : i + 1], preprocess, ten_crop=False)[0], T.CenterCrop(224)(whole))
 
 
 # --------------------------------------------------------------------------------------------
