@@ -49,16 +49,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint; give a file written by `alexnet train`")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
-        raise InputError(
-            f"{path}: refused to load: it holds more than weights and data ({first[:200]}); "
-            "only load checkpoints you trust, re-saved as plain tensors"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__}); is the file complete?") from None
+    ckpt = _load_data(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME:
         raise InputError(f"{path}: not an alexnet-cli checkpoint (for torchvision weights use --arch torchvision --weights)")
     if int(ckpt.get("format_version", -1)) > FORMAT_VERSION:
@@ -93,3 +84,34 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | o
         )
         raise InputError(f"{path}: weights do not fit this architecture ({detail}); check --arch and the class count")
     model.load_state_dict(state)
+
+
+def _load_data(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """torch.load with weights_only=True (tensors and plain data, never code); failures are one line."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        raise InputError(
+            f"{path}: refused to load: it holds more than weights and data ({first[:200]}); "
+            "only load checkpoints you trust, re-saved as plain tensors"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__}); is the file complete?") from None
+
+
+def load_torchvision_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A torchvision AlexNet state_dict as torchvision downloads it (e.g. alexnet-owt-7be5be79.pth),
+    loaded with weights_only=True. Whether it fits the architecture is load_weights' check."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such weights file; give torchvision's alexnet-owt-7be5be79.pth")
+    state = _load_data(path)
+    if isinstance(state, dict) and state.get("format") == FORMAT_NAME:
+        raise InputError(
+            f"{path}: is an alexnet-cli checkpoint, not torchvision weights; pass it as the checkpoint "
+            "(without --arch torchvision --weights)"
+        )
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path}: not a state_dict (a dict of tensors); save it with torch.save(model.state_dict(), FILE)")
+    return state

@@ -70,3 +70,16 @@ def _fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_new_file(path: str | os.PathLike, force: bool = False) -> Path:
+    """Before long work: `path` can be written at the end and replaces nothing unless `force`."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give a file name")
+    if path.exists() and not force:
+        raise InputError(f"{path}: already exists; choose another name or add --force to replace it")
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise InputError(f"{path}: folder {directory} does not exist; create it or choose another path")
+    return path

@@ -38,3 +38,105 @@ def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None =
         timeout=timeout,
         input=input,
     )
+
+
+def write_dataset(path, samples, classes, split="val", codec="raw", shard_size=None) -> Path:
+    """A tiny prepared dataset at `path` (index + shards): `samples` are (256x256x3 uint8, label,
+    source) triples, `classes` (wnid, name) pairs; shards of `shard_size` images."""
+    from alexnet_cli.data.format import PixelSums, ShardWriter, SplitMeta, shard_name, write_index
+
+    path = Path(path)
+    size = shard_size or max(1, len(samples))
+    names, counts, sums = [], [], PixelSums()
+    for k, start in enumerate(range(0, len(samples), size)):
+        name = shard_name(path, split, k)
+        writer = ShardWriter(path.parent / name, split, k, codec)
+        for pixels, label, source in samples[start : start + size]:
+            writer.add(pixels, label, source)
+        writer.close()
+        names.append(name)
+        counts.append(len(samples[start : start + size]))
+        sums = sums.merge(writer.sums)
+    write_index(path, classes, {split: SplitMeta(len(samples), names, counts)}, sums, {"codec": codec})
+    return path
+
+
+def write_checkpoint(path, classes, mean_image, calibrate=None, seed: int = 0) -> Path:
+    """A paper-net checkpoint whose predictions depend on the image (unlike the paper's N(0, 0.01)
+    init, whose outputs barely move): torch's default init, a sharper fc8 and, given uint8
+    images [N, 256, 256, 3] as `calibrate`, fc8's bias set so their mean logit is 0 per class."""
+    from dataclasses import asdict
+
+    from alexnet_cli.checkpoint import save_checkpoint
+    from alexnet_cli.data.transforms import center_crop, normalize, preprocess_from_stats
+    from alexnet_cli.model import AlexNet, ModelConfig
+
+    torch.manual_seed(seed)
+    model = AlexNet(num_classes=len(classes)).eval()
+    for m in model.modules():
+        if m is not model and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    preprocess = preprocess_from_stats(mean_image)
+    with torch.no_grad():
+        model.fc8.weight.mul_(30)
+        if calibrate is not None:
+            features = []
+            hook = model.fc8.register_forward_hook(lambda m, inputs, out: features.append(inputs[0]))
+            model(center_crop(normalize(torch.as_tensor(calibrate).permute(0, 3, 1, 2), preprocess)))
+            hook.remove()
+            model.fc8.bias.copy_(-model.fc8.weight @ features[0].mean(0))
+    save_checkpoint(
+        path,
+        {
+            "model": model.state_dict(),
+            "model_config": asdict(ModelConfig(num_classes=len(classes))),
+            "classes": [list(c) for c in classes],
+            "preprocess": preprocess,
+        },
+    )
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def eval_set(shared_data, tmp_path_factory):
+    """7 real ImageNet images as a raw-codec 'val' split over 3 shards, 8 classes (class 0 has two
+    images, class 7 none), and a paper-net checkpoint for those classes (see write_checkpoint)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from alexnet_cli.classes import class_name
+    from alexnet_cli.data.imaging import load_256
+
+    root = tmp_path_factory.mktemp("eval_set")
+    files = sorted((shared_data / "imagenet-sample").glob("*.JPEG"))[::111][:8]
+    classes = [(f.name[:9], class_name(f.name[:9])) for f in files]
+    pixels = np.stack([load_256(f) for f in files[:7]])
+    labels = [0, 1, 2, 3, 4, 5, 0]
+    data = write_dataset(
+        root / "data.h5", [(p, y, str(f)) for p, y, f in zip(pixels, labels, files)], classes, shard_size=3
+    )
+    checkpoint = write_checkpoint(root / "ckpt.pt", classes, pixels.mean(0), calibrate=pixels)
+    return SimpleNamespace(root=root, data=data, checkpoint=checkpoint, classes=classes, pixels=pixels, labels=labels)
+
+
+@pytest.fixture(scope="session")
+def torchvision_weights(tmp_path_factory) -> Path:
+    """An untrained torchvision AlexNet's state_dict, saved as torchvision's downloads are."""
+    from torchvision.models import alexnet
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("torchvision") / "alexnet-owt-untrained.pth"
+    torch.save(alexnet().state_dict(), path)
+    return path
+
+
+def cli_in_process(capsys, *args) -> tuple[int, str, str]:
+    """Run `alexnet ARGS` in this process (no interpreter start-up): (exit code, stdout, stderr)."""
+    from alexnet_cli.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([*map(str, args)])
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return e.value.code or 0, out, err
