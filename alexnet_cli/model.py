@@ -7,10 +7,11 @@ conv2, conv4 and conv5 see only their own tower's maps, and LRN normalises withi
 The model here is built from exactly those two towers' weights, placed on one device or on
 two (``devices=("cuda:0", "cuda:1")``). Split, each tower runs its own modules on its own
 device; on one device, each layer of both towers runs as one call (a grouped convolution, LRN
-over both towers' maps), the same arithmetic done faster. Whatever the placement, ``state_dict()`` uses one layout, the grouped single-model
-layout (``conv2.weight`` is ``[256, 48, 5, 5]``, ``fc6.weight`` is ``[4096, 9216]``; the first
-half of every layer's outputs is tower 0), so checkpoints move freely between CPU, 1 GPU and
-2 GPUs. Input is 224x224; docs/recipe.md explains the 224-vs-227 choice (conv1 padding 2).
+over both towers' maps), the same arithmetic done faster. Whatever the placement,
+``state_dict()`` uses one layout, the grouped single-model layout (``conv2.weight`` is
+``[256, 48, 5, 5]``, ``fc6.weight`` is ``[4096, 9216]``; the first half of every layer's outputs
+is tower 0), so checkpoints move freely between CPU, 1 GPU and 2 GPUs. Input is 224x224;
+docs/recipe.md explains the 224-vs-227 choice (conv1 padding 2).
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class _LRNFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-        scale = torch.addcmul(torch.tensor(k), a, a, value=alpha)  # k + alpha a_i^2, ...
+        scale = torch.addcmul(a.new_full((), k), a, a, value=alpha)  # k + alpha a_i^2, ...
         for dst, src in _neighbours(size // 2):  # ... + alpha a_j^2 over the neighbours j
             scale[:, :, dst].addcmul_(a[:, :, src], a[:, :, src], value=alpha)
         q = scale.rsqrt_()
