@@ -38,7 +38,9 @@ def _macs(module: nn.Module, out: torch.Tensor) -> int:
 
 def layer_table(config: ModelConfig, image_size: int = 224) -> list[LayerRow]:
     """One row per layer, in network order; the paper model's tower halves merge into one row."""
-    model = build_model(config).eval()
+    # Towers apart, the paper model runs each tower's own modules, whose hooks give the per-tower
+    # rows merged below (on one device it runs both towers of a layer as one functional call).
+    model = build_model(config, ("cpu", "cpu") if config.arch == "paper" else None).eval()
     rows: dict[str, LayerRow] = {}
 
     def record(name: str):

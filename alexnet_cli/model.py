@@ -4,12 +4,14 @@ The paper trained one net split over two GPUs. Each GPU held a *tower*: half of 
 of every layer. The towers talk only at conv3, fc6, fc7 and fc8 (Figure 2, section 3.2);
 conv2, conv4 and conv5 see only their own tower's maps, and LRN normalises within a tower.
 
-The model here is built from exactly those two towers, placed on one device or on two
-(``devices=("cuda:0", "cuda:1")``), so the single-device and the split network run the same
-code. Whatever the placement, ``state_dict()`` uses one layout, the grouped single-model
-layout (``conv2.weight`` is ``[256, 48, 5, 5]``, ``fc6.weight`` is ``[4096, 9216]``; the first
-half of every layer's outputs is tower 0), so checkpoints move freely between CPU, 1 GPU and
-2 GPUs. Input is 224x224; docs/recipe.md explains the 224-vs-227 choice (conv1 padding 2).
+The model here is built from exactly those two towers' weights, placed on one device or on
+two (``devices=("cuda:0", "cuda:1")``). Split, each tower runs its own modules on its own
+device; on one device, each layer of both towers runs as one call (a grouped convolution, LRN
+over both towers' maps), the same arithmetic done faster. Whatever the placement,
+``state_dict()`` uses one layout, the grouped single-model layout (``conv2.weight`` is
+``[256, 48, 5, 5]``, ``fc6.weight`` is ``[4096, 9216]``; the first half of every layer's outputs
+is tower 0), so checkpoints move freely between CPU, 1 GPU and 2 GPUs. Input is 224x224;
+docs/recipe.md explains the 224-vs-227 choice (conv1 padding 2).
 """
 
 from __future__ import annotations
@@ -48,39 +50,74 @@ class ModelConfig:
     bias_init: float = 1.0
 
 
-def _window_sum(t: torch.Tensor, size: int) -> torch.Tensor:
-    """Sum over `size` adjacent maps (dim 2) centred on each map, stopping at the edges."""
-    out = t.clone()
-    for d in range(1, size // 2 + 1):
-        out[:, :, d:] += t[:, :, :-d]
-        out[:, :, :-d] += t[:, :, d:]
-    return out
+def _neighbours(reach: int):
+    """(destination, source) slices along the map dim pairing each map with every other map
+    within `reach` of it, stopping at the edges (for windowed sums done in place)."""
+    for d in range(1, reach + 1):
+        yield slice(d, None), slice(None, -d)
+        yield slice(None, -d), slice(d, None)
+
+
+def _pow_into(q: torch.Tensor, exponent: float, out: torch.Tensor) -> torch.Tensor:
+    """q^exponent written into `out`. The paper's exponent 3/2 (beta = 3/4 of q = s^-1/2) as
+    q * sqrt(q): several times cheaper on CPU than pow with a general exponent."""
+    if exponent == 1.5:
+        return torch.sqrt(q, out=out).mul_(q)
+    return torch.pow(q, exponent, out=out)
 
 
 class _LRNFunction(torch.autograd.Function):
-    """b_i = a_i / (k + alpha * sum_{j in W(i)} a_j^2)^beta, W(i) = the n maps around i.
+    """b_i = a_i / (k + alpha * sum_{j in W(i)} a_j^2)^beta, W(i) = the n maps around i (dim 2).
 
-    Hand-written backward: it saves only the input (already kept alive by the ReLU before it)
-    and the denominator base, where autograd through avg_pool3d keeps several intermediates.
-    With s_i = k + alpha * sum a_j^2 and the window symmetric,
-        dL/da_j = g_j s_j^-beta - 2 alpha beta a_j * sum_{i in W(j)} g_i a_i s_i^(-beta-1).
+    LRN is memory-bound: on CPU its cost is the passes over activation-sized tensors and, more,
+    each fresh allocation of one (the OS zero-fills every page of it). So both directions work in
+    place where they can and allocate two such tensors each. With s_i = k + alpha sum a_j^2,
+    q_i = s_i^-1/2 (so s^-beta = q^2beta and 1/s = q^2), b_i = a_i s_i^-beta and the window
+    symmetric,
+        dL/da_j = g_j s_j^-beta - 2 alpha beta a_j * sum_{i in W(j)} g_i b_i q_i^2.
+    Saved: a (kept alive by the ReLU before anyway), b (the output, kept by the max-pool after
+    it) and q: one activation-sized tensor of its own.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-        scale = _window_sum(x * x, size).mul_(alpha).add_(k)
-        ctx.save_for_backward(x, scale)
+    def forward(ctx, a: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+        scale = torch.addcmul(a.new_full((), k), a, a, value=alpha)  # k + alpha a_i^2, ...
+        for dst, src in _neighbours(size // 2):  # ... + alpha a_j^2 over the neighbours j
+            scale[:, :, dst].addcmul_(a[:, :, src], a[:, :, src], value=alpha)
+        q = scale.rsqrt_()
+        out = _pow_into(q, 2 * beta, out=torch.empty_like(q)).mul_(a)
+        ctx.save_for_backward(a, out, q)
         ctx.hyper = (size, alpha, beta)
-        return x * scale.pow(-beta)
+        return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        x, scale = ctx.saved_tensors
+        a, out, q = ctx.saved_tensors
         size, alpha, beta = ctx.hyper
-        scale_pow = scale.pow(-beta)
-        inner = _window_sum(grad * x * scale_pow / scale, size)
-        grad_x = grad * scale_pow - (2 * alpha * beta) * x * inner
-        return grad_x, None, None, None, None
+        t = (grad * out).mul_(q).mul_(q)  # g_i b_i / s_i
+        inner = t.clone()
+        for dst, src in _neighbours(size // 2):
+            inner[:, :, dst].add_(t[:, :, src])
+        grad_a = _pow_into(q, 2 * beta, out=t).mul_(grad).addcmul_(a, inner, value=-2 * alpha * beta)
+        return grad_a, None, None, None, None
+
+
+def local_response_norm(
+    x: torch.Tensor,
+    size: int = LRN_SIZE,
+    alpha: float = LRN_ALPHA,
+    beta: float = LRN_BETA,
+    k: float = LRN_K,
+    groups: int = 1,
+) -> torch.Tensor:
+    """Section 3.3 over the channels of an NCHW tensor (any memory format), within each of
+    `groups` equal blocks of channels: groups=2 normalises two towers' maps side by side."""
+    n, c, h, w = x.shape
+    # Viewing the channels as (groups, c / groups) puts them in dim 2 for every memory format,
+    # and the window stops at each group's edge.
+    y = _LRNFunction.apply(x.view(n, groups, c // groups, h, w), size, alpha, beta, k)
+    return y.view(n, c, h, w)
 
 
 class LocalResponseNorm(nn.Module):
@@ -91,9 +128,7 @@ class LocalResponseNorm(nn.Module):
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # A length-1 dim in front of the channels lets _window_sum slice dim 2 for any layout.
-        y = _LRNFunction.apply(x.unsqueeze(1), self.size, self.alpha, self.beta, self.k)
-        return y.squeeze(1)
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
@@ -121,14 +156,14 @@ class Tower(nn.Module):
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 and conv2: each tower on its own, from the image to 128 maps of 13x13."""
-        x = self.pool1(self.norm1(F.relu(self.conv1(x))))
-        return self.pool2(self.norm2(F.relu(self.conv2(x))))
+        x = self.pool1(self.norm1(F.relu(self.conv1(x), inplace=True)))
+        return self.pool2(self.norm2(F.relu(self.conv2(x), inplace=True)))
 
     def body(self, both: torch.Tensor) -> torch.Tensor:
         """conv3 over both towers' maps, then conv4 and conv5 on its own."""
-        x = F.relu(self.conv3(both))
-        x = F.relu(self.conv4(x))
-        return torch.flatten(self.pool5(F.relu(self.conv5(x))), 1)
+        x = F.relu(self.conv3(both), inplace=True)
+        x = F.relu(self.conv4(x), inplace=True)
+        return torch.flatten(self.pool5(F.relu(self.conv5(x), inplace=True)), 1)
 
     def fc6_units(self, both: torch.Tensor) -> torch.Tensor:
         return self.drop6(F.relu(self.fc6(both)))
@@ -138,8 +173,9 @@ class Tower(nn.Module):
 
 
 class AlexNet(nn.Module):
-    """The paper's network. ``devices=None``: one device; two names: tower 0 on the first, tower 1
-    on the second (``("cpu", "cpu")`` runs the split on the CPU). Outputs land on the first."""
+    """The paper's network. ``devices=None``: one device, each layer of both towers computed in one
+    call; two names: tower 0 on the first, tower 1 on the second, each running its own modules
+    (``("cpu", "cpu")`` runs the split on the CPU). Outputs land on the first."""
 
     def __init__(
         self,
@@ -153,6 +189,7 @@ class AlexNet(nn.Module):
         self.towers = nn.ModuleList([Tower(dropout), Tower(dropout)])
         self.fc8 = nn.Linear(2 * 2048, num_classes)
         init_paper(self, weight_std, bias_init)
+        self.towers_apart = False  # True once place()d: each tower then runs on its own device
         if devices is not None:
             self.place(devices)
         self.register_state_dict_post_hook(_merge_towers_hook)
@@ -165,6 +202,7 @@ class AlexNet(nn.Module):
         self.towers[0].to(devices[0])
         self.fc8.to(devices[0])
         self.towers[1].to(devices[1])
+        self.towers_apart = True
         return self
 
     @property
@@ -175,12 +213,41 @@ class AlexNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t0, t1 = self.towers
         d0, d1 = self.devices
-        # Tensors cross between the towers only here: into conv3, fc6, fc7 and fc8.
-        a0, a1 = t0.stem(x.to(d0)), t1.stem(x.to(d1))
-        b0, b1 = t0.body(_join(a0, a1, d0)), t1.body(_join(a0, a1, d1))
-        c0, c1 = t0.fc6_units(_join(b0, b1, d0)), t1.fc6_units(_join(b0, b1, d1))
+        if self.towers_apart:
+            # Tensors cross between the towers only here: into conv3, fc6, fc7 and fc8.
+            a0, a1 = t0.stem(_cpu_nhwc(x.to(d0))), t1.stem(_cpu_nhwc(x.to(d1)))
+            b0, b1 = t0.body(_join(a0, a1, d0)), t1.body(_join(a0, a1, d1))
+            f0, f1 = _join(b0, b1, d0), _join(b0, b1, d1)
+        else:
+            # Both towers on one device: the same arithmetic, but each conv layer of both towers
+            # runs as one convolution with the grouped layout's weights (conv1's 96 kernels as
+            # one conv, conv2/4/5 as 2-group convs) and LRN normalises both towers' maps in one
+            # call: fewer, larger kernels, which oneDNN runs faster than two half-width ones.
+            # Pooling has no weights, so tower 0's pooling modules serve both towers.
+            x = _cpu_nhwc(x.to(d0))
+            x = t0.pool1(local_response_norm(F.relu(_conv(x, t0.conv1, t1.conv1), inplace=True), groups=2))
+            x = t0.pool2(local_response_norm(F.relu(_conv(x, t0.conv2, t1.conv2), inplace=True), groups=2))
+            x = F.relu(_conv(x, t0.conv3, t1.conv3), inplace=True)
+            x = F.relu(_conv(x, t0.conv4, t1.conv4), inplace=True)
+            f0 = f1 = torch.flatten(t0.pool5(F.relu(_conv(x, t0.conv5, t1.conv5), inplace=True)), 1)
+        c0, c1 = t0.fc6_units(f0), t1.fc6_units(f1)
         e0, e1 = t0.fc7_units(_join(c0, c1, d0)), t1.fc7_units(_join(c0, c1, d1))
         return self.fc8(_join(e0, e1, d0))
+
+
+def _cpu_nhwc(x: torch.Tensor) -> torch.Tensor:
+    """On CPU, the image batch in channels_last (NHWC) memory order, which every layer after it
+    keeps: on CPU most of this network's convolutions and all its max-pools run faster in NHWC
+    (docs/benchmarks.md). Both placements use it, so split and unsplit round alike."""
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+
+
+def _conv(x: torch.Tensor, half0: nn.Conv2d, half1: nn.Conv2d) -> torch.Tensor:
+    """Both towers' halves of a conv layer as one convolution with the grouped layout's weights.
+    A layer that sees only its own tower's maps (conv2, conv4, conv5) is a 2-group conv."""
+    weight, bias = torch.cat([half0.weight, half1.weight]), torch.cat([half0.bias, half1.bias])
+    groups = x.shape[1] // half0.in_channels
+    return F.conv2d(x, weight, bias, half0.stride, half0.padding, groups=groups)
 
 
 def _join(a: torch.Tensor, b: torch.Tensor, device: torch.device) -> torch.Tensor:

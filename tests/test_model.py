@@ -13,6 +13,7 @@ from alexnet_cli.model import (
     LocalResponseNorm,
     ModelConfig,
     build_model,
+    local_response_norm,
     merge_towers,
     split_towers,
 )
@@ -117,6 +118,33 @@ def test_lrn_works_in_channels_last():
     torch.testing.assert_close(out, lrn_reference(a), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_grouped_lrn_normalises_each_tower_on_its_own(channels_last):
+    torch.manual_seed(3)
+    a = torch.randn(2, 12, 4, 3, dtype=torch.float64) * 40
+    if channels_last:
+        a = a.contiguous(memory_format=torch.channels_last)
+    a.requires_grad_()
+    out = local_response_norm(a, groups=2)
+    ref = torch.cat([lrn_reference(a[:, :6]), lrn_reference(a[:, 6:])], 1)
+    torch.testing.assert_close(out, ref)
+    assert out.is_contiguous(memory_format=torch.channels_last) == channels_last
+    g = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, a, g)
+    (grad_ref,) = torch.autograd.grad(ref, a, g)
+    torch.testing.assert_close(grad, grad_ref)
+
+
+@pytest.mark.parametrize("size,alpha,beta,k", [(3, 1e-3, 0.5, 1.0), (5, 2e-4, 1.0, 2.0)])
+def test_lrn_other_constants_match_the_formula(size, alpha, beta, k):
+    """beta = 3/4 has its own fast path; any other constants go through the general one."""
+    torch.manual_seed(4)
+    a = (torch.randn(2, 7, 3, 3, dtype=torch.float64) * 30).requires_grad_()
+    lrn = LocalResponseNorm(size, alpha, beta, k)
+    torch.testing.assert_close(lrn(a), lrn_reference(a, n=size, k=k, alpha=alpha, beta=beta))
+    assert torch.autograd.gradcheck(lrn, (a,))
+
+
 def test_init_follows_section_5():
     torch.manual_seed(0)
     sd = AlexNet(1000).state_dict()
@@ -156,6 +184,25 @@ def test_split_and_unsplit_gradients_agree():
     F.cross_entropy(single(x), y).backward()
     torch.manual_seed(2)
     F.cross_entropy(split(x), y).backward()
+    for (n, a), b in zip(single.named_parameters(), split.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=n)
+
+
+def test_split_and_unsplit_agree_in_training_mode_with_bias_0_1():
+    """One device computes each layer of both towers in one call; split, each tower runs its own
+    modules. Same outputs (dropout included) and the same gradients, also with Caffe's bias."""
+    torch.manual_seed(3)
+    single = AlexNet(num_classes=4, bias_init=0.1)
+    split = AlexNet(num_classes=4, bias_init=0.1, devices=("cpu", "cpu"))
+    split.load_state_dict(single.state_dict())
+    x = torch.randn(2, 3, 224, 224) * 50
+    torch.manual_seed(5)
+    out_single = single(x)
+    torch.manual_seed(5)
+    out_split = split(x)
+    torch.testing.assert_close(out_split, out_single, rtol=1e-5, atol=1e-5)
+    out_single.square().sum().backward()
+    out_split.square().sum().backward()
     for (n, a), b in zip(single.named_parameters(), split.parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=n)
 
