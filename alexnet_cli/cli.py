@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from alexnet_cli import __version__
@@ -182,7 +183,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     except AlexnetError as e:
         if _state["debug"]:
             traceback.print_exc()
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -191,7 +192,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         if _state["debug"]:
             raise
         err_console.print(
-            f"[bold red]internal error:[/] {type(e).__name__}: {e} (rerun with --debug for the traceback)",
+            f"[bold red]internal error:[/] {type(e).__name__}: {escape(str(e))} (rerun with --debug for the traceback)",
             highlight=False,
             soft_wrap=True,
         )

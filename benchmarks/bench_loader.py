@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import resource
 import statistics
 import sys
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,38 +29,25 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._data import build_hdf5  # noqa: E402
+
 from alexnet_cli.data import loader  # noqa: E402
 from alexnet_cli.data.augment import pca_from_stats, train_input  # noqa: E402
-from alexnet_cli.data.format import PreparedDataset, PixelSums, ShardWriter, SplitMeta, shard_name, write_index  # noqa: E402
-from alexnet_cli.data.imaging import load_256  # noqa: E402
+from alexnet_cli.data.format import PreparedDataset  # noqa: E402
 from alexnet_cli.data.transforms import preprocess_from_stats  # noqa: E402
+from alexnet_cli.train import keep_freed_memory  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
 
 
-def build_hdf5(src: Path, out: Path, shards: int = 4) -> Path:
-    """The sample as a prepared dataset (one 'train' split), unless already built."""
-    index = out / "imagenet-sample.h5"
-    if index.exists():
-        return index
-    out.mkdir(parents=True, exist_ok=True)
+def sample_hdf5(src: Path, out: Path, codec: str) -> Path:
+    """The sample as a prepared dataset (one 'train' split) stored with `codec`, built once."""
     rows = list(csv.DictReader(open(src / "labels.csv")))
     wnids = sorted({r["wnid"] for r in rows})
     label = {w: i for i, w in enumerate(wnids)}
-    bounds = np.linspace(0, len(rows), shards + 1).astype(int)
-    sums, names, counts = PixelSums(), [], []
-    for k in range(shards):
-        name = shard_name(index, "train", k)
-        writer = ShardWriter(out / name, "train", k, "jpeg")
-        for r in rows[bounds[k] : bounds[k + 1]]:
-            writer.add(load_256(src / r["file"]), label[r["wnid"]], r["file"])
-        writer.close()
-        sums = sums.merge(writer.sums)
-        names.append(name)
-        counts.append(int(bounds[k + 1] - bounds[k]))
-    classes = [(w, w) for w in wnids]
-    write_index(index, classes, {"train": SplitMeta(len(rows), names, counts)}, sums, {"codec": "jpeg"})
-    return index
+    items = [(src / r["file"], label[r["wnid"]]) for r in rows]
+    name = "imagenet-sample.h5" if codec == "jpeg" else f"imagenet-sample-{codec}.h5"
+    return build_hdf5(out / name, {"train": items}, [(w, w) for w in wnids], codec=codec)
 
 
 def image_folder(src: Path, out: Path) -> Path:
@@ -70,30 +60,59 @@ def image_folder(src: Path, out: Path) -> Path:
     return root
 
 
-def ours(index: Path, workers: int, batch_size: int, epoch: int) -> float:
+@dataclass
+class Measure:
+    images: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process and its loader workers
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu_seconds / self.images
+
+
+def _cpu() -> float:
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+
+
+@contextmanager
+def measured():
+    """Wall time and CPU time (ours + the workers', counted once they have exited): CPU time
+    per image is what a busy, shared machine distorts least."""
+    m, start, cpu = Measure(), time.perf_counter(), _cpu()
+    yield m
+    m.seconds = time.perf_counter() - start
+    m.cpu_seconds = _cpu() - cpu
+
+
+def ours(index: Path, workers: int, batch_size: int, epoch: int) -> Measure:
     ds = PreparedDataset(index)
     preprocess = preprocess_from_stats(ds.stats.mean_image)
     pca = pca_from_stats(ds.stats.eigenvalues, ds.stats.eigenvectors)
     images = loader.StoredImages(ds.split("train"), train=True, seed=0)
     batches = loader.epoch_batches(np.arange(len(images)), batch_size, seed=0, epoch=epoch)
-    start, n = time.perf_counter(), 0
-    for batch in loader.batch_loader(images, batches, workers):
-        x = train_input(batch, preprocess, pca, "cpu")
-        n += x.shape[0]
-    return n / (time.perf_counter() - start)
+    with measured() as m:
+        for batch in loader.batch_loader(images, batches, workers):
+            m.images += train_input(batch, preprocess, pca, "cpu").shape[0]
+    return m
 
 
-def pytorch_examples(root: Path, workers: int, batch_size: int) -> float:
+def pytorch_examples(root: Path, workers: int, batch_size: int) -> Measure:
     import torchvision.transforms as T
     from torchvision.datasets import ImageFolder
 
     normalize = T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
     transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
     data = torch.utils.data.DataLoader(ImageFolder(root, transform), batch_size=batch_size, shuffle=True, num_workers=workers)
-    start, n = time.perf_counter(), 0
-    for x, _ in data:
-        n += x.shape[0]
-    return n / (time.perf_counter() - start)
+    with measured() as m:
+        for x, _ in data:
+            m.images += x.shape[0]
+    return m
 
 
 def main() -> None:
@@ -103,20 +122,31 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
+    p.add_argument("--codecs", default="jpeg,raw", help="how our HDF5 copies store the images (prep's --codec)")
     a = p.parse_args()
+    keep_freed_memory()  # as `alexnet train` does on the CPU; forked loader workers of both inherit it
+    # The workers fill the cores; an OpenMP team in the main process would only contend with
+    # them (its barriers stall when a thread is descheduled). The baseline's main process idles.
+    torch.set_num_threads(a.threads)
     if not (a.src / "labels.csv").exists():
         sys.exit(f"{a.src}: the imagenet-sample folder is missing (see ../shared/data/README.md)")
-    index, folder = build_hdf5(a.src, a.cache), image_folder(a.src, a.cache)
-    print(f"{a.src}: 1000 images, batch {a.batch_size}, {a.workers} workers, {torch.get_num_threads()} torch threads")
-    rates: dict[str, list[float]] = {"ours": [], "pytorch/examples": []}
+    folder = image_folder(a.src, a.cache)
+    indexes = {codec: sample_hdf5(a.src, a.cache, codec) for codec in a.codecs.split(",")}
+    print(f"{a.src}: 1000 images, batch {a.batch_size}, {a.workers} workers, {torch.get_num_threads()} torch thread(s) in the main process")
+    names = [f"ours ({codec})" for codec in indexes]
+    runs: dict[str, list[Measure]] = {name: [] for name in [*names, "pytorch/examples"]}
     for r in range(a.rounds):
-        rates["ours"].append(ours(index, a.workers, a.batch_size, epoch=r))
-        rates["pytorch/examples"].append(pytorch_examples(folder, a.workers, a.batch_size))
-        print(f"round {r + 1}: ours {rates['ours'][-1]:.0f} img/s, pytorch/examples {rates['pytorch/examples'][-1]:.0f} img/s")
-    ours_rate, base = statistics.median(rates["ours"]), statistics.median(rates["pytorch/examples"])
-    print(f"median images/s: ours {ours_rate:.0f}, pytorch/examples {base:.0f}")
-    print(f"ratio ours/pytorch-examples: {ours_rate / base:.2f}x")
-
+        for name, index in zip(names, indexes.values()):
+            runs[name].append(ours(index, a.workers, a.batch_size, epoch=r))
+        runs["pytorch/examples"].append(pytorch_examples(folder, a.workers, a.batch_size))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1].rate:.0f} img/s ({v[-1].cpu_ms:.2f} CPU ms/img)" for k, v in runs.items()), flush=True)
+    rate = {k: statistics.median(m.rate for m in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(m.cpu_ms for m in v) for k, v in runs.items()}
+    print("median: " + ", ".join(f"{k} {rate[k]:.0f} img/s, {cpu[k]:.2f} CPU ms/img" for k in runs))
+    base = "pytorch/examples"
+    print("CPU time ratio pytorch-examples/ours: " + ", ".join(f"{cpu[base] / cpu[n]:.2f}x {n[6:-1]}" for n in names))
+    print("ratio ours/pytorch-examples (images/s): " + ", ".join(f"{rate[n] / rate[base]:.2f}x {n[6:-1]}" for n in names))
 
 if __name__ == "__main__":
     main()

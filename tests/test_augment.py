@@ -56,10 +56,11 @@ def test_lighting_offsets_have_the_expected_covariance():
 
 
 def test_crop_flip_takes_the_patch_and_mirrors_it():
-    image = np.arange(256 * 256 * 3, dtype=np.int64).reshape(256, 256, 3)
+    image = torch.arange(3 * 256 * 256).reshape(3, 256, 256)
     patch = augment.crop_flip(image, 5, 32, False)
-    assert patch.shape == (224, 224, 3) and patch[0, 0, 0] == image[5, 32, 0]
-    assert np.array_equal(augment.crop_flip(image, 5, 32, True), patch[:, ::-1])
+    assert patch.shape == (3, 224, 224) and patch[0, 0, 0] == image[0, 5, 32] and patch[2, -1, -1] == image[2, 228, 255]
+    flipped = augment.crop_flip(image, 5, 32, True)
+    assert torch.equal(flipped[:, :, 0], patch[:, :, -1]) and torch.equal(flipped.flip(-1), patch)
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -86,8 +87,8 @@ def test_train_input_equals_normalize_then_crop_and_flip_plus_lighting():
     full, preprocess = _stored_batch()
     draws = [augment.draw(1, 0, i) for i in range(len(full))]
     batch = {
-        "images": torch.from_numpy(np.stack([augment.crop_flip(im, d.top, d.left, d.flip).transpose(2, 0, 1)
-                                             for im, d in zip(full, draws)])),
+        "images": torch.stack([augment.crop_flip(torch.from_numpy(im).permute(2, 0, 1), d.top, d.left, d.flip)
+                               for im, d in zip(full, draws)]),
         "top": torch.tensor([d.top for d in draws]),
         "left": torch.tensor([d.left for d in draws]),
         "flip": torch.tensor([d.flip for d in draws]),
@@ -109,3 +110,15 @@ def test_val_input_is_exactly_evals_center_crop():
     x = augment.val_input({"images": images}, preprocess, "cpu", memory_format=torch.channels_last)
     assert torch.equal(x, center_crop(normalize(images, preprocess)))
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_per_image_and_batched_centring_agree_exactly():
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (6, 3, 224, 224), dtype=torch.uint8, generator=g)
+    mean = torch.rand(3, 256, 256, generator=g) * 255
+    top, left = torch.tensor([0, 32, 5, 0, 32, 11]), torch.tensor([0, 32, 0, 32, 7, 19])
+    flip = torch.tensor([False, True, True, False, True, False])
+    offsets = torch.randn(6, 3, generator=g) * 10
+    batched = augment.centred_patches(images, mean, top, left, flip, offsets, torch.float32)
+    per_image = augment.centred_patches_per_image(images, mean, top, left, flip, offsets, torch.float32)
+    assert torch.equal(batched, per_image)

@@ -86,8 +86,8 @@ def test_train_batches_are_the_drawn_patches_whatever_the_worker_count(tiny):
         assert got["labels"].tolist() == labels[b.indices].tolist() and got["global_size"] == len(b.indices)
         for j, i in enumerate(b.indices):
             d = augment.draw(7, 1, int(i))
-            expected = augment.crop_flip(reader.image(int(i)), d.top, d.left, d.flip).transpose(2, 0, 1)
-            assert np.array_equal(got["images"][j].numpy(), expected)
+            stored = torch.from_numpy(reader.image(int(i))).permute(2, 0, 1)  # format's own decoder
+            assert torch.equal(got["images"][j], augment.crop_flip(stored, d.top, d.left, d.flip))
             assert (got["top"][j], got["left"][j], got["flip"][j]) == (d.top, d.left, d.flip)
             assert torch.allclose(got["alpha"][j], torch.tensor(d.alpha, dtype=torch.float32))
 
@@ -99,3 +99,12 @@ def test_val_batches_are_whole_stored_images(tiny):
     assert batch["images"].shape == (9, 3, 256, 256)
     assert np.array_equal(batch["images"][4].permute(1, 2, 0).numpy(), reader.image(4))
     assert batch["labels"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "raw"])
+def test_channel_first_decode_gives_the_format_decoders_pixels(tmp_path, codec):
+    reader = PreparedDataset(make_dataset(tmp_path, classes=2, train_per_class=2, val_per_class=1, codec=codec)).split("train")
+    for i in range(len(reader)):
+        encoded, stored_codec = reader.read_encoded(i)
+        assert stored_codec == codec
+        assert torch.equal(loader.decode_chw(encoded, codec), torch.from_numpy(reader.image(i)).permute(2, 0, 1))

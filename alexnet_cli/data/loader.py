@@ -8,8 +8,8 @@ image once (no DistributedSampler padding). Resuming at step k skips k batches o
 permutation without reading them.
 
 Reading. A DataLoader item is one local batch (a list of indices). Workers read each image
-as one contiguous slice of its shard (`SplitReader.read_encoded`), decode it, and for
-training cut and reflect the uint8 patch (augment.crop_flip); the float work happens on the
+as one contiguous slice of its shard (`SplitReader.read_encoded`), decode it channel-first,
+and for training cut and reflect the uint8 patch (augment.crop_flip); the float work happens on the
 training device. Shards are opened lazily in each worker: the parent never opens them, so no
 HDF5 handle crosses a fork.
 """
@@ -23,6 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+try:
+    from torchvision.io import ImageReadMode, decode_jpeg
+except ImportError:  # torchvision deprecated its decoders in 0.29; Pillow gives the same pixels
+    decode_jpeg = None
 
 from alexnet_cli.data import augment
 from alexnet_cli.data.format import IMAGE_SIZE, SplitReader, decode_image
@@ -88,17 +93,17 @@ class StoredImages(Dataset):
     def __getitem__(self, batch: LocalBatch) -> dict[str, torch.Tensor]:
         n = len(batch.indices)
         size = CROP if self.train else IMAGE_SIZE
-        images = np.empty((n, 3, size, size), np.uint8)
+        images = torch.empty((n, 3, size, size), dtype=torch.uint8)
         draws = []
         for j, i in enumerate(batch.indices):
-            image = decode_image(*self.reader.read_encoded(int(i)))
+            image = decode_chw(*self.reader.read_encoded(int(i)))
             if self.train:
                 d = augment.draw(self.seed, batch.epoch, int(i), self.lighting_std)
                 image = augment.crop_flip(image, d.top, d.left, d.flip)
                 draws.append(d)
-            images[j] = image.transpose(2, 0, 1)  # HWC -> CHW here, in the worker, in uint8
+            images[j] = image
         out = {
-            "images": torch.from_numpy(images),
+            "images": images,
             "labels": torch.from_numpy(self.reader.labels[batch.indices].astype(np.int64)),
             "global_size": batch.global_size,
         }
@@ -108,6 +113,15 @@ class StoredImages(Dataset):
             out["flip"] = torch.tensor([d.flip for d in draws], dtype=torch.bool)
             out["alpha"] = torch.tensor([d.alpha for d in draws], dtype=torch.float32).reshape(n, 3)
         return out
+
+
+def decode_chw(data: np.ndarray, codec: str) -> torch.Tensor:
+    """A shard's stored bytes -> [3, 256, 256] uint8: format.decode_image's pixels, channel-first.
+    JPEG goes through torchvision's libjpeg-turbo decoder, which writes CHW directly (a
+    transposing copy cost more than the decode) and gives Pillow's pixels exactly (tested)."""
+    if codec == "jpeg" and decode_jpeg is not None:
+        return decode_jpeg(torch.from_numpy(data), mode=ImageReadMode.RGB)
+    return torch.from_numpy(np.ascontiguousarray(decode_image(data, codec).transpose(2, 0, 1)))
 
 
 def _worker_init(_: int) -> None:
