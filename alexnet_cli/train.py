@@ -198,6 +198,9 @@ def _train(cfg: TrainConfig, place: "Placement", rank: distributed.DistInfo, sto
     # --- Epochs ---
     stopped = "completed"
     for epoch in range(state.epoch, cfg.epochs):
+        if cfg.max_steps is not None and state.step >= cfg.max_steps:  # resumed with nothing left to do
+            stopped = "max_steps"
+            break
         net.train()
         lr = optimizer.param_groups[0]["lr"]
         progress.start_epoch(epoch + 1, cfg.epochs, steps_per_epoch, state.epoch_step)
@@ -219,9 +222,8 @@ def _train(cfg: TrainConfig, place: "Placement", rank: distributed.DistInfo, sto
             # One small all-reduce per step: the batch loss, and whether any rank was signalled
             # or rank 0's clock says a checkpoint is due, so every rank decides alike.
             due = rank.is_main and time.perf_counter() - last_save > cfg.checkpoint_minutes * 60
-            status = torch.stack([loss_sum.detach().float(), torch.tensor(float(len(y)), device=device),
-                                  torch.tensor(float(stop.requested), device=device),
-                                  torch.tensor(float(due), device=device)])
+            flags = torch.tensor([len(y), stop.requested, due], dtype=torch.float32, device=device)
+            status = torch.cat([loss_sum.detach().float().view(1), flags])
             batch_loss_sum, batch_images, signalled, due = distributed.all_reduce_sum(status).tolist()
             if not math.isfinite(batch_loss_sum):
                 raise AlexnetError(
@@ -231,7 +233,7 @@ def _train(cfg: TrainConfig, place: "Placement", rank: distributed.DistInfo, sto
                 )
             optimizer.step()
 
-            sums += torch.cat([loss_sum.detach().float().view(1), topk_hits(logits.detach(), y), torch.ones(1, device=device) * len(y)])
+            sums += torch.cat([loss_sum.detach().float().view(1), topk_hits(logits.detach(), y), _count(y)])
             state.step += 1
             state.epoch_step += 1
             images_here += int(batch_images)
@@ -341,7 +343,7 @@ def validate(model: torch.nn.Module, data: "PreparedInputs | SyntheticInputs", d
         with amp:
             logits = model(x)
         loss_sum = F.cross_entropy(logits.float(), y, reduction="sum").view(1)
-        sums += torch.cat([loss_sum, topk_hits(logits, y), torch.ones(1, device=device) * len(y)])
+        sums += torch.cat([loss_sum, topk_hits(logits, y), _count(y)])
     total_loss, top1, top5, n = _global(sums).tolist()
     n = max(n, 1)
     return {"val_loss": total_loss / n, "val_top1": 100.0 * top1 / n, "val_top5": 100.0 * top5 / n}
@@ -353,6 +355,10 @@ def topk_hits(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     top = logits.topk(k, dim=-1).indices
     hits = top == labels[:, None]
     return torch.stack([hits[:, 0].sum(), hits.any(dim=-1).sum()]).float()
+
+
+def _count(labels: torch.Tensor) -> torch.Tensor:
+    return torch.full((1,), float(len(labels)), device=labels.device)
 
 
 def _global(sums: torch.Tensor) -> torch.Tensor:
@@ -413,6 +419,10 @@ def prepare_run_dir(run_dir: Path, resume: str | None, force: bool, is_main: boo
     """The checkpoint to resume from, or None for a fresh run. Never silently overwrites a run:
     a --run-dir that holds one needs --resume (continue) or --force (start over)."""
     last = run_dir / "last.pt"
+    if is_main:  # half-written files of a write that kill -9 interrupted (fileio.atomic_path's names)
+        for name in RUN_FILES:
+            for stale in run_dir.glob(f".{name}.*.tmp"):
+                stale.unlink(missing_ok=True)
     if resume == "last" and not last.is_file():
         raise InputError(f"{last}: no checkpoint to resume; drop --resume (or use --resume auto) to start a run")
     if resume in ("last", "auto") and last.is_file():
@@ -512,6 +522,9 @@ class PreparedInputs:
         self.preprocess = preprocess_from_stats(dataset.stats.mean_image)
         self.pca = augment.pca_from_stats(dataset.stats.eigenvalues, dataset.stats.eigenvectors)
         train_split, val_split = dataset.split("train"), dataset.split("val")
+        for shard in train_split.shard_paths + val_split.shard_paths:
+            if not shard.is_file():  # fail now, not in a loader worker an epoch later
+                raise InputError(f"{shard}: shard missing; restore it or rerun `alexnet prep`")
         self.train_images = loader.StoredImages(train_split, train=True, seed=cfg.seed, lighting_std=cfg.lighting_std)
         self.val_images = loader.StoredImages(val_split, train=False)
         self.train_indices = loader.subset(len(train_split), cfg.limit)

@@ -108,3 +108,21 @@ def test_channel_first_decode_gives_the_format_decoders_pixels(tmp_path, codec):
         encoded, stored_codec = reader.read_encoded(i)
         assert stored_codec == codec
         assert torch.equal(loader.decode_chw(encoded, codec), torch.from_numpy(reader.image(i)).permute(2, 0, 1))
+
+
+def test_a_damaged_shard_is_one_line_naming_it_even_from_a_worker(tmp_path):
+    import h5py
+
+    from alexnet_cli.errors import InputError
+
+    dataset = PreparedDataset(make_dataset(tmp_path, classes=2, train_per_class=2, val_per_class=1))
+    reader = dataset.split("train")
+    with h5py.File(reader.shard_paths[0], "r+") as f:
+        start, stop = f["offsets"][0], f["offsets"][1]
+        f["data"][start:stop] = 0  # image 0's JPEG bytes gone
+    images = loader.StoredImages(reader, train=True)
+    with pytest.raises(InputError) as e:
+        _collect(images, loader.epoch_batches(np.arange(4), 4, seed=0, epoch=0), workers=1)
+    message = str(e.value)
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert str(reader.shard_paths[0]) in message and "rerun `alexnet prep`" in message

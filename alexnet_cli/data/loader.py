@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import signal
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from alexnet_cli.data import augment
 from alexnet_cli.data.format import IMAGE_SIZE, SplitReader, decode_image
 from alexnet_cli.data.transforms import CROP
 from alexnet_cli.distributed import shard_range
+from alexnet_cli.errors import AlexnetError, InputError
 
 ORDER_STREAM = 2  # see augment.AUGMENT_STREAM
 
@@ -96,7 +98,7 @@ class StoredImages(Dataset):
         images = torch.empty((n, 3, size, size), dtype=torch.uint8)
         draws = []
         for j, i in enumerate(batch.indices):
-            image = decode_chw(*self.reader.read_encoded(int(i)))
+            image = self.read(int(i))
             if self.train:
                 d = augment.draw(self.seed, batch.epoch, int(i), self.lighting_std)
                 image = augment.crop_flip(image, d.top, d.left, d.flip)
@@ -115,6 +117,18 @@ class StoredImages(Dataset):
         return out
 
 
+    def read(self, i: int) -> torch.Tensor:
+        """Image i as [3, 256, 256] uint8; a damaged shard is an InputError naming it."""
+        try:
+            return decode_chw(*self.reader.read_encoded(i))
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            shard = self.reader.shard_paths[self.reader.locate(i)[0]]
+            raise InputError(
+                f"{shard}: image {i} of the split could not be read ({type(e).__name__}: {str(e)[:120]}); "
+                "the shard is damaged: rerun `alexnet prep`"
+            ) from None
+
+
 def decode_chw(data: np.ndarray, codec: str) -> torch.Tensor:
     """A shard's stored bytes -> [3, 256, 256] uint8: format.decode_image's pixels, channel-first.
     JPEG goes through torchvision's libjpeg-turbo decoder, which writes CHW directly (a
@@ -131,9 +145,10 @@ def _worker_init(_: int) -> None:
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
-def batch_loader(images: StoredImages, batches: list[LocalBatch], workers: int, pin_memory: bool = False) -> DataLoader:
+def batch_loader(images: StoredImages, batches: list[LocalBatch], workers: int,
+                 pin_memory: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """Iterate `batches` in order, `workers` processes decoding ahead of the training step."""
-    return DataLoader(
+    data = DataLoader(
         images,
         sampler=batches,
         batch_size=None,  # each item already is a batch
@@ -143,6 +158,18 @@ def batch_loader(images: StoredImages, batches: list[LocalBatch], workers: int, 
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
+    try:
+        yield from data
+    except AlexnetError as e:
+        raise type(e)(_original_message(e)) from None
+
+
+def _original_message(e: Exception) -> str:
+    """DataLoader re-raises a worker's exception with the worker's traceback as its message;
+    the original message is the last line, after the exception's name."""
+    last = str(e).strip().splitlines()[-1]
+    prefix = f"{type(e).__module__}.{type(e).__qualname__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
 
 
 def val_batches(n: int, batch_size: int, limit: int | None, rank: int = 0, world_size: int = 1) -> list[LocalBatch]:
