@@ -13,6 +13,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
+def rate(images_per_s: float) -> str:
+    """Images/s with a decimal when it is small (the CPU manages a few a second)."""
+    return f"{images_per_s:,.1f} img/s" if images_per_s < 100 else f"{images_per_s:,.0f} img/s"
+
+
 def duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     h, rest = divmod(seconds, 3600)
@@ -60,8 +65,7 @@ class TrainProgress:
             return
         self._images += images
         elapsed = time.perf_counter() - self._t0
-        rate = self._images / elapsed if elapsed > 0 else 0.0
-        status = f"loss {loss:.4f}  lr {lr:.3g}  {rate:,.0f} img/s"
+        status = f"loss {loss:.4f}  lr {lr:.3g}  {rate(self._images / elapsed if elapsed > 0 else 0.0)}"
         if self._bar is not None:
             self._bar.update(self._task, completed=step, status=status)
         elif step % self.log_every == 0 or step == self._steps:
@@ -80,7 +84,7 @@ class TrainProgress:
         eta = f"  run eta {duration(run_eta_s)}" if run_eta_s is not None else ""
         self.message(
             f"epoch {row['epoch']}/{self._epochs}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.2f}%"
-            f"{val}  lr {row['lr']:.3g}  {row['images_per_s']:,.0f} img/s{eta}"
+            f"{val}  lr {row['lr']:.3g}  {rate(row['images_per_s'])}{eta}"
         )
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ import os
 import re
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -206,54 +206,55 @@ def _train(cfg: TrainConfig, place: "Placement", rank: distributed.DistInfo, sto
         progress.start_epoch(epoch + 1, cfg.epochs, steps_per_epoch, state.epoch_step)
         sums = state.epoch_sums.to(device)  # loss, top-1 and top-5 hits, images of this epoch
         t_epoch, images_here = time.perf_counter(), 0
-        for batch in data.train_batches(epoch, state.epoch_step):
-            # Dropout masks from (seed, epoch, step, rank): a restart redraws the same ones.
-            torch.manual_seed(_seed(DROPOUT_STREAM, cfg.seed, epoch, state.epoch_step, rank.rank))
-            x = augment.train_input(batch, data.preprocess, data.pca, device, dtype, memory_format)
-            y = batch["labels"].to(device, non_blocking=True)
-            with amp:
-                logits = net(x)
-            loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
-            # This rank holds a share of the global batch: dividing by the global size and
-            # multiplying by the world size makes DDP's average over ranks the batch mean.
-            loss = loss_sum * (rank.world_size / batch["global_size"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            # One small all-reduce per step: the batch loss, and whether any rank was signalled
-            # or rank 0's clock says a checkpoint is due, so every rank decides alike.
-            due = rank.is_main and time.perf_counter() - last_save > cfg.checkpoint_minutes * 60
-            flags = torch.tensor([len(y), stop.requested, due], dtype=torch.float32, device=device)
-            status = torch.cat([loss_sum.detach().float().view(1), flags])
-            batch_loss_sum, batch_images, signalled, due = distributed.all_reduce_sum(status).tolist()
-            if not math.isfinite(batch_loss_sum):
-                raise AlexnetError(
-                    f"the loss became {batch_loss_sum / batch_images} at epoch {epoch + 1}, step "
-                    f"{state.epoch_step + 1}: stopped without saving; {_last_good(run_dir)}; "
-                    "lower --lr (or check the data) and rerun"
-                )
-            optimizer.step()
+        with closing(data.train_batches(epoch, state.epoch_step)) as batches:
+            for batch in batches:
+                # Dropout masks from (seed, epoch, step, rank): a restart redraws the same ones.
+                torch.manual_seed(_seed(DROPOUT_STREAM, cfg.seed, epoch, state.epoch_step, rank.rank))
+                x = augment.train_input(batch, data.preprocess, data.pca, device, dtype, memory_format)
+                y = batch["labels"].to(device, non_blocking=True)
+                with amp:
+                    logits = net(x)
+                loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
+                # This rank holds a share of the global batch: dividing by the global size and
+                # multiplying by the world size makes DDP's average over ranks the batch mean.
+                loss = loss_sum * (rank.world_size / batch["global_size"])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                # One small all-reduce per step: the batch loss, and whether any rank was signalled
+                # or rank 0's clock says a checkpoint is due, so every rank decides alike.
+                due = rank.is_main and time.perf_counter() - last_save > cfg.checkpoint_minutes * 60
+                flags = torch.tensor([len(y), stop.requested, due], dtype=torch.float32, device=device)
+                status = torch.cat([loss_sum.detach().float().view(1), flags])
+                batch_loss_sum, batch_images, signalled, due = distributed.all_reduce_sum(status).tolist()
+                if not math.isfinite(batch_loss_sum):
+                    raise AlexnetError(
+                        f"the loss became {batch_loss_sum / batch_images} at epoch {epoch + 1}, step "
+                        f"{state.epoch_step + 1}: stopped without saving; {_last_good(run_dir)}; "
+                        "lower --lr (or check the data) and rerun"
+                    )
+                optimizer.step()
 
-            sums += torch.cat([loss_sum.detach().float().view(1), topk_hits(logits.detach(), y), _count(y)])
-            state.step += 1
-            state.epoch_step += 1
-            images_here += int(batch_images)
-            progress.step(state.epoch_step, batch_loss_sum / batch_images, lr, int(batch_images))
-            epoch_ends = state.epoch_step == steps_per_epoch
-            if signalled:
-                state.epoch_sums = _global(sums)
-                checkpoint(run_dir / "last.pt")
-                progress.close()
-                raise Preempted(
-                    f"stopped by a signal after step {state.step} (epoch {epoch + 1}); wrote {run_dir / 'last.pt'}; "
-                    "rerun the same command with --resume auto to continue"
-                )
-            if cfg.max_steps is not None and state.step >= cfg.max_steps:
-                stopped = "max_steps"
-                break
-            if not epoch_ends and (due or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0)):
-                state.epoch_sums = _global(sums)
-                checkpoint(run_dir / "last.pt")
-                last_save = time.perf_counter()
+                sums += torch.cat([loss_sum.detach().float().view(1), topk_hits(logits.detach(), y), _count(y)])
+                state.step += 1
+                state.epoch_step += 1
+                images_here += int(batch_images)
+                progress.step(state.epoch_step, batch_loss_sum / batch_images, lr, int(batch_images))
+                epoch_ends = state.epoch_step == steps_per_epoch
+                if signalled:
+                    state.epoch_sums = _global(sums)
+                    checkpoint(run_dir / "last.pt")
+                    progress.close()
+                    raise Preempted(
+                        f"stopped by a signal after step {state.step} (epoch {epoch + 1}); wrote {run_dir / 'last.pt'}; "
+                        "rerun the same command with --resume auto to continue"
+                    )
+                if cfg.max_steps is not None and state.step >= cfg.max_steps:
+                    stopped = "max_steps"
+                    break
+                if not epoch_ends and (due or (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0)):
+                    state.epoch_sums = _global(sums)
+                    checkpoint(run_dir / "last.pt")
+                    last_save = time.perf_counter()
 
         state.epoch_sums = _global(sums)
         if state.epoch_step < steps_per_epoch:  # --max-steps ended the run inside the epoch
@@ -337,13 +338,14 @@ def validate(model: torch.nn.Module, data: "PreparedInputs | SyntheticInputs", d
         return {"val_loss": None, "val_top1": None, "val_top5": None}
     model.eval()
     sums = torch.zeros(4, device=device)
-    for batch in data.val_batches():
-        x = augment.val_input(batch, data.preprocess, device, torch.float32, memory_format)
-        y = batch["labels"].to(device, non_blocking=True)
-        with amp:
-            logits = model(x)
-        loss_sum = F.cross_entropy(logits.float(), y, reduction="sum").view(1)
-        sums += torch.cat([loss_sum, topk_hits(logits, y), _count(y)])
+    with closing(data.val_batches()) as batches:
+        for batch in batches:
+            x = augment.val_input(batch, data.preprocess, device, torch.float32, memory_format)
+            y = batch["labels"].to(device, non_blocking=True)
+            with amp:
+                logits = model(x)
+            loss_sum = F.cross_entropy(logits.float(), y, reduction="sum").view(1)
+            sums += torch.cat([loss_sum, topk_hits(logits, y), _count(y)])
     total_loss, top1, top5, n = _global(sums).tolist()
     n = max(n, 1)
     return {"val_loss": total_loss / n, "val_top1": 100.0 * top1 / n, "val_top5": 100.0 * top5 / n}

@@ -44,9 +44,9 @@ fi
 
 data="${IMAGENETTE:-../shared/data/imagenette-subset}"
 if [ -d "$data/train" ]; then
-    step 100 "imagenette-subset: 5 epochs, batch 128, bias 0.1, --amp" \
+    step 120 "imagenette-subset: 3 epochs, batch 128, bias 0.1, --amp" \
         python benchmarks/bench_convergence.py --src "$data" --cache "$out/cache" --run-dir "$out/imagenette-run" \
-        --epochs 5 --batch-size 128 --gpus 1 --workers 8 --extra "--amp"
+        --epochs 3 --batch-size 128 --gpus 1 --workers 8 --extra "--amp"
     cp "$out/imagenette-run/metrics.csv" "$out/imagenette-metrics.csv" 2>/dev/null
     rm -rf "$out/cache" "$out/imagenette-run"
 else

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import signal
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Generator
 
 import numpy as np
 import torch
@@ -138,16 +138,22 @@ def decode_chw(data: np.ndarray, codec: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(decode_image(data, codec).transpose(2, 0, 1)))
 
 
+# A preemption signal is the main process's to handle (finish the step, checkpoint); a worker
+# killed by it would turn a clean stop into a "worker exited unexpectedly" crash. Workers are
+# forked with these signals blocked and ignore them before unblocking, so there is no window.
+PREEMPTION_SIGNALS = {signal.SIGTERM, signal.SIGUSR1}
+
+
 def _worker_init(_: int) -> None:
-    # A preemption signal is the main process's to handle (finish the step, checkpoint); a
-    # worker killed by it would turn a clean stop into a "worker exited unexpectedly" crash.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    for s in PREEMPTION_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, PREEMPTION_SIGNALS)
 
 
 def batch_loader(images: StoredImages, batches: list[LocalBatch], workers: int,
-                 pin_memory: bool = False) -> Iterator[dict[str, torch.Tensor]]:
-    """Iterate `batches` in order, `workers` processes decoding ahead of the training step."""
+                 pin_memory: bool = False) -> Generator[dict[str, torch.Tensor], None, None]:
+    """Iterate `batches` in order, `workers` processes decoding ahead of the training step.
+    A consumer that may stop early closes it (contextlib.closing) to stop the workers at once."""
     data = DataLoader(
         images,
         sampler=batches,
@@ -158,10 +164,20 @@ def batch_loader(images: StoredImages, batches: list[LocalBatch], workers: int,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, PREEMPTION_SIGNALS) if workers else None
     try:
-        yield from data
+        batches_in_order = iter(data)  # forks the workers
+    finally:
+        if blocked is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a signal that came meanwhile is delivered now
+    try:
+        yield from batches_in_order
     except AlexnetError as e:
         raise type(e)(_original_message(e)) from None
+    finally:
+        # Shut the workers down now, not whenever a traceback cycle holding this frame is
+        # collected: they ignore SIGTERM, so one left running would block the exit.
+        del batches_in_order
 
 
 def _original_message(e: Exception) -> str:
