@@ -130,7 +130,7 @@ def train(
         pct(None if last is None else last["val_top1"]),
         pct(None if last is None else last["val_top5"]),
         pct(summary["best_val_top1"]),
-        "-" if last is None else f"{last['images_per_s']:,.0f}",
+        "-" if last is None else f"{last['images_per_s']:,.1f}",
     )
     console.print(table)
 

@@ -286,10 +286,10 @@ def _train(cfg: TrainConfig, place: "Placement", rank: distributed.DistInfo, sto
         improved = val["val_top1"] is not None and (state.best_top1 is None or val["val_top1"] > state.best_top1)
         if improved:
             state.best_top1 = val["val_top1"]
+        if improved:  # before last.pt: a kill in between redoes this epoch, and so this write
+            checkpoint(run_dir / "best.pt", with_optimizer=False)  # for eval/predict; resume uses last.pt
         checkpoint(run_dir / "last.pt")
         last_save = time.perf_counter()
-        if improved:
-            checkpoint(run_dir / "best.pt", with_optimizer=False)  # for eval/predict; resume uses last.pt
         if rank.is_main:
             write_metrics(run_dir / "metrics.csv", state.metrics)
             from alexnet_cli.plots import draw_curves

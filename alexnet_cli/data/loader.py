@@ -116,7 +116,6 @@ class StoredImages(Dataset):
             out["alpha"] = torch.tensor([d.alpha for d in draws], dtype=torch.float32).reshape(n, 3)
         return out
 
-
     def read(self, i: int) -> torch.Tensor:
         """Image i as [3, 256, 256] uint8; a damaged shard is an InputError naming it."""
         try:
