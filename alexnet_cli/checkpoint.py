@@ -16,6 +16,10 @@ unpickling code). Its keys (format_version 1):
     epoch, step              completed epochs, optimizer steps
     rng                      RNG states, for exact resume
     metrics                  list of per-epoch metric dicts (metrics.csv rows)
+
+`alexnet train` also writes (see train.RunState): epoch_step (optimizer steps done in the
+unfinished epoch), epoch_sums (its train loss/top-1/top-5/image sums so far), best_top1,
+elapsed_s. best.pt has no optimizer/scheduler state.
 """
 
 from __future__ import annotations

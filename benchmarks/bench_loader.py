@@ -1,0 +1,152 @@
+"""Input pipeline: augmented training batches per second, ours vs pytorch/examples' ImageNet loader.
+
+Ours: the HDF5 shards (256x256 JPEG, as prep stores them) -> DataLoader workers (read one
+slice, decode, cut and reflect the uint8 patch) -> augment.train_input on the training
+device (mean image, PCA lighting): float batches ready for the model.
+Baseline: pytorch/examples imagenet/main.py: torchvision ImageFolder + PIL +
+RandomResizedCrop(224) + RandomHorizontalFlip + ToTensor + Normalize, same workers and batch.
+Both on ../shared/data/imagenet-sample (1000 real ImageNet JPEGs), both on the CPU, rounds
+interleaved so that a noisy machine slows both alike. The last line prints the ratio.
+
+    python benchmarks/bench_loader.py [--workers 2] [--batch-size 128] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import resource
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._data import build_hdf5  # noqa: E402
+
+from alexnet_cli.data import loader  # noqa: E402
+from alexnet_cli.data.augment import pca_from_stats, train_input  # noqa: E402
+from alexnet_cli.data.format import PreparedDataset  # noqa: E402
+from alexnet_cli.data.transforms import preprocess_from_stats  # noqa: E402
+from alexnet_cli.train import keep_freed_memory  # noqa: E402
+
+SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
+
+
+def sample_hdf5(src: Path, out: Path, codec: str) -> Path:
+    """The sample as a prepared dataset (one 'train' split) stored with `codec`, built once."""
+    rows = list(csv.DictReader(open(src / "labels.csv")))
+    wnids = sorted({r["wnid"] for r in rows})
+    label = {w: i for i, w in enumerate(wnids)}
+    items = [(src / r["file"], label[r["wnid"]]) for r in rows]
+    name = "imagenet-sample.h5" if codec == "jpeg" else f"imagenet-sample-{codec}.h5"
+    return build_hdf5(out / name, {"train": items}, [(w, w) for w in wnids], codec=codec)
+
+
+def image_folder(src: Path, out: Path) -> Path:
+    """The flat sample as ImageFolder's class folders (symlinks)."""
+    root = out / "imagefolder"
+    if not root.exists():
+        for r in csv.DictReader(open(src / "labels.csv")):
+            (root / r["wnid"]).mkdir(parents=True, exist_ok=True)
+            (root / r["wnid"] / r["file"]).symlink_to(src / r["file"])
+    return root
+
+
+@dataclass
+class Measure:
+    images: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0  # this process and its loader workers
+
+    @property
+    def rate(self) -> float:
+        return self.images / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu_seconds / self.images
+
+
+def _cpu() -> float:
+    own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+
+
+@contextmanager
+def measured():
+    """Wall time and CPU time (ours + the workers', counted once they have exited): CPU time
+    per image is what a busy, shared machine distorts least."""
+    m, start, cpu = Measure(), time.perf_counter(), _cpu()
+    yield m
+    m.seconds = time.perf_counter() - start
+    m.cpu_seconds = _cpu() - cpu
+
+
+def ours(index: Path, workers: int, batch_size: int, epoch: int) -> Measure:
+    ds = PreparedDataset(index)
+    preprocess = preprocess_from_stats(ds.stats.mean_image)
+    pca = pca_from_stats(ds.stats.eigenvalues, ds.stats.eigenvectors)
+    images = loader.StoredImages(ds.split("train"), train=True, seed=0)
+    batches = loader.epoch_batches(np.arange(len(images)), batch_size, seed=0, epoch=epoch)
+    with measured() as m:
+        for batch in loader.batch_loader(images, batches, workers):
+            m.images += train_input(batch, preprocess, pca, "cpu").shape[0]
+    return m
+
+
+def pytorch_examples(root: Path, workers: int, batch_size: int) -> Measure:
+    import torchvision.transforms as T
+    from torchvision.datasets import ImageFolder
+
+    normalize = T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
+    data = torch.utils.data.DataLoader(ImageFolder(root, transform), batch_size=batch_size, shuffle=True, num_workers=workers)
+    with measured() as m:
+        for x, _ in data:
+            m.images += x.shape[0]
+    return m
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--src", type=Path, default=SAMPLE)
+    p.add_argument("--cache", type=Path, default=Path("/tmp/alexnet-bench"), help="where the HDF5 copy is built once")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
+    p.add_argument("--codecs", default="jpeg,raw", help="how our HDF5 copies store the images (prep's --codec)")
+    a = p.parse_args()
+    keep_freed_memory()  # as `alexnet train` does on the CPU; forked loader workers of both inherit it
+    # The workers fill the cores; an OpenMP team in the main process would only contend with
+    # them (its barriers stall when a thread is descheduled). The baseline's main process idles.
+    torch.set_num_threads(a.threads)
+    if not (a.src / "labels.csv").exists():
+        sys.exit(f"{a.src}: the imagenet-sample folder is missing (see ../shared/data/README.md)")
+    folder = image_folder(a.src, a.cache)
+    indexes = {codec: sample_hdf5(a.src, a.cache, codec) for codec in a.codecs.split(",")}
+    print(f"{a.src}: 1000 images, batch {a.batch_size}, {a.workers} workers, {torch.get_num_threads()} torch thread(s) in the main process")
+    names = [f"ours ({codec})" for codec in indexes]
+    runs: dict[str, list[Measure]] = {name: [] for name in [*names, "pytorch/examples"]}
+    for r in range(a.rounds):
+        for name, index in zip(names, indexes.values()):
+            runs[name].append(ours(index, a.workers, a.batch_size, epoch=r))
+        runs["pytorch/examples"].append(pytorch_examples(folder, a.workers, a.batch_size))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1].rate:.0f} img/s ({v[-1].cpu_ms:.2f} CPU ms/img)" for k, v in runs.items()), flush=True)
+    rate = {k: statistics.median(m.rate for m in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(m.cpu_ms for m in v) for k, v in runs.items()}
+    print("median: " + ", ".join(f"{k} {rate[k]:.0f} img/s, {cpu[k]:.2f} CPU ms/img" for k in runs))
+    base = "pytorch/examples"
+    print("CPU time ratio pytorch-examples/ours: " + ", ".join(f"{cpu[base] / cpu[n]:.2f}x {n[6:-1]}" for n in names))
+    print("ratio ours/pytorch-examples (images/s): " + ", ".join(f"{rate[n] / rate[base]:.2f}x {n[6:-1]}" for n in names))
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Section 4.1's augmentation: crops and flips in range, PCA lighting statistics, and the
+device-side normalisation agreeing with eval's normalize-then-crop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet_cli.data import augment
+from alexnet_cli.data.transforms import center_crop, normalize, preprocess_from_stats
+
+PCA = augment.pca_from_stats(
+    [0.2175, 0.0188, 0.0045],
+    [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]],
+)
+
+
+def test_draws_are_a_pure_function_of_seed_epoch_index():
+    assert augment.draw(3, 1, 7) == augment.draw(3, 1, 7)
+    others = {augment.draw(3, 2, 7), augment.draw(4, 1, 7), augment.draw(3, 1, 8)}
+    assert augment.draw(3, 1, 7) not in others
+
+
+def test_crops_and_flips_cover_the_whole_range():
+    draws = [augment.draw(0, 0, i) for i in range(3000)]
+    tops, lefts = {d.top for d in draws}, {d.left for d in draws}
+    assert tops == set(range(33)) and lefts == set(range(33))  # 256 - 224 + 1 positions
+    flips = np.mean([d.flip for d in draws])
+    assert 0.45 < flips < 0.55
+
+
+def test_lighting_coefficients_are_normal_with_std_0_1():
+    alpha = np.array([augment.draw(0, 5, i).alpha for i in range(4000)])
+    assert np.all(np.abs(alpha.mean(0)) < 4 * 0.1 / np.sqrt(4000))
+    assert np.allclose(alpha.std(0), 0.1, rtol=0.05)
+    assert abs(np.corrcoef(alpha.T)[0, 1]) < 0.06
+    assert np.all(np.array([augment.draw(0, 5, i, lighting_std=0.0).alpha for i in range(10)]) == 0)
+
+
+def test_lighting_offset_is_the_papers_formula_in_pixel_units():
+    values, vectors = np.array(PCA["eigenvalues"]), np.array(PCA["eigenvectors"])
+    for i in range(3):
+        alpha = torch.zeros(1, 3, dtype=torch.float64)
+        alpha[0, i] = 1.0
+        offset = augment.lighting_offsets(alpha, PCA)[0].numpy()
+        assert np.allclose(offset, 255 * values[i] * vectors[:, i])  # p_i * alpha_i * lambda_i, scaled to 0..255
+
+
+def test_lighting_offsets_have_the_expected_covariance():
+    alpha = torch.randn(20000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.1
+    offsets = augment.lighting_offsets(alpha, PCA).numpy()
+    values, vectors = np.array(PCA["eigenvalues"]), np.array(PCA["eigenvectors"])
+    expected = 255**2 * vectors @ np.diag((0.1 * values) ** 2) @ vectors.T
+    assert np.allclose(np.cov(offsets.T), expected, rtol=0.05, atol=0.05 * expected.max())
+
+
+def test_crop_flip_takes_the_patch_and_mirrors_it():
+    image = torch.arange(3 * 256 * 256).reshape(3, 256, 256)
+    patch = augment.crop_flip(image, 5, 32, False)
+    assert patch.shape == (3, 224, 224) and patch[0, 0, 0] == image[0, 5, 32] and patch[2, -1, -1] == image[2, 228, 255]
+    flipped = augment.crop_flip(image, 5, 32, True)
+    assert torch.equal(flipped[:, :, 0], patch[:, :, -1]) and torch.equal(flipped.flip(-1), patch)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_crop_mean_matches_slicing_at_every_edge(flip):
+    mean = torch.rand(3, 256, 256)
+    top = torch.tensor([0, 32, 0, 32, 17])
+    left = torch.tensor([0, 0, 32, 32, 9])
+    flips = torch.full((5,), flip)
+    got = augment.crop_mean(mean, top, left, flips)
+    for n in range(5):
+        ref = mean[:, top[n] : top[n] + 224, left[n] : left[n] + 224]
+        assert torch.equal(got[n], ref.flip(-1) if flip else ref)
+
+
+def _stored_batch(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    full = torch.randint(0, 256, (n, 256, 256, 3), dtype=torch.uint8, generator=g).numpy()
+    mean = torch.rand(256, 256, 3, generator=g).numpy() * 255
+    return full, preprocess_from_stats(mean)
+
+
+def test_train_input_equals_normalize_then_crop_and_flip_plus_lighting():
+    """Loader crop + device mean crop == section 2's mean subtraction at 256, then the crop."""
+    full, preprocess = _stored_batch()
+    draws = [augment.draw(1, 0, i) for i in range(len(full))]
+    batch = {
+        "images": torch.stack([augment.crop_flip(torch.from_numpy(im).permute(2, 0, 1), d.top, d.left, d.flip)
+                               for im, d in zip(full, draws)]),
+        "top": torch.tensor([d.top for d in draws]),
+        "left": torch.tensor([d.left for d in draws]),
+        "flip": torch.tensor([d.flip for d in draws]),
+        "alpha": torch.tensor([d.alpha for d in draws], dtype=torch.float32),
+    }
+    x = augment.train_input(batch, preprocess, PCA, "cpu")
+    reference = normalize(torch.from_numpy(full).permute(0, 3, 1, 2), preprocess)
+    offsets = augment.lighting_offsets(batch["alpha"], PCA)
+    for n, d in enumerate(draws):
+        ref = reference[n, :, d.top : d.top + 224, d.left : d.left + 224]
+        ref = (ref.flip(-1) if d.flip else ref) + offsets[n][:, None, None]
+        torch.testing.assert_close(x[n], ref, rtol=0, atol=1e-4)
+    assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32 and x.is_contiguous()
+
+
+def test_val_input_is_exactly_evals_center_crop():
+    full, preprocess = _stored_batch()
+    images = torch.from_numpy(full).permute(0, 3, 1, 2).contiguous()
+    x = augment.val_input({"images": images}, preprocess, "cpu", memory_format=torch.channels_last)
+    assert torch.equal(x, center_crop(normalize(images, preprocess)))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_per_image_and_batched_centring_agree_exactly():
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (6, 3, 224, 224), dtype=torch.uint8, generator=g)
+    mean = torch.rand(3, 256, 256, generator=g) * 255
+    top, left = torch.tensor([0, 32, 5, 0, 32, 11]), torch.tensor([0, 32, 0, 32, 7, 19])
+    flip = torch.tensor([False, True, True, False, True, False])
+    offsets = torch.randn(6, 3, generator=g) * 10
+    batched = augment.centred_patches(images, mean, top, left, flip, offsets, torch.float32)
+    per_image = augment.centred_patches_per_image(images, mean, top, left, flip, offsets, torch.float32)
+    assert torch.equal(batched, per_image)

@@ -1,0 +1,128 @@
+"""The input pipeline: exact, disjoint shares of every epoch across ranks; batches read from
+the HDF5 shards in workers, identical whatever the worker count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet_cli.data import augment, loader
+from alexnet_cli.data.format import PreparedDataset
+from tests.conftest import make_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return PreparedDataset(make_dataset(tmp_path_factory.mktemp("loader"), classes=3, train_per_class=5, val_per_class=3))
+
+
+@pytest.mark.parametrize("n,batch,world", [(10, 4, 1), (10, 4, 3), (13, 4, 2), (5, 8, 4), (7, 2, 7)])
+def test_every_image_once_per_epoch_across_ranks_with_equal_step_counts(n, batch, world):
+    indices = np.arange(100, 100 + n)
+    per_rank = [loader.epoch_batches(indices, batch, seed=1, epoch=2, rank=r, world_size=world) for r in range(world)]
+    assert len({len(b) for b in per_rank}) == 1  # same number of steps on every rank
+    seen = np.concatenate([b.indices for batches in per_rank for b in batches])
+    assert sorted(seen.tolist()) == indices.tolist()  # each image exactly once, no padding
+    for step in range(len(per_rank[0])):
+        shares = [per_rank[r][step] for r in range(world)]
+        assert len({s.global_size for s in shares}) == 1
+        assert sum(len(s.indices) for s in shares) == shares[0].global_size
+
+
+def test_epoch_order_depends_on_seed_and_epoch_only():
+    idx = np.arange(50)
+    a = loader.epoch_order(idx, 0, 1)
+    assert np.array_equal(a, loader.epoch_order(idx, 0, 1))
+    assert sorted(a.tolist()) == idx.tolist()
+    assert not np.array_equal(a, loader.epoch_order(idx, 0, 2))
+    assert not np.array_equal(a, loader.epoch_order(idx, 1, 1))
+
+
+def test_global_batches_are_the_same_whatever_the_world_size():
+    idx = np.arange(23)
+    single = [b.indices.tolist() for b in loader.epoch_batches(idx, 8, 0, 0)]
+    shares = [loader.epoch_batches(idx, 8, 0, 0, rank=r, world_size=3) for r in range(3)]
+    joined = [sum((shares[r][s].indices.tolist() for r in range(3)), []) for s in range(len(single))]
+    assert joined == single
+
+
+def test_resuming_at_a_step_skips_exactly_those_batches():
+    idx = np.arange(30)
+    full = loader.epoch_batches(idx, 4, 0, 3, rank=1, world_size=2)
+    tail = loader.epoch_batches(idx, 4, 0, 3, rank=1, world_size=2, start_step=5)
+    assert [b.indices.tolist() for b in tail] == [b.indices.tolist() for b in full[5:]]
+
+
+def test_limit_spreads_over_a_class_sorted_split():
+    assert loader.subset(10, None).tolist() == list(range(10))
+    assert loader.subset(10, 20).tolist() == list(range(10))
+    labels = np.repeat(np.arange(5), 20)
+    assert set(labels[loader.subset(100, 10)]) == set(range(5))
+
+
+def test_validation_shares_count_each_image_once():
+    for world in (1, 2, 3):
+        seen = [i for r in range(world) for b in loader.val_batches(8, 3, None, r, world) for i in b.indices]
+        assert sorted(seen) == list(range(8))
+    assert sum(len(b.indices) for b in loader.val_batches(9, 4, 4)) == 4
+
+
+def _collect(images, batches, workers):
+    return list(loader.batch_loader(images, batches, workers))
+
+
+def test_train_batches_are_the_drawn_patches_whatever_the_worker_count(tiny):
+    reader = tiny.split("train")
+    images = loader.StoredImages(reader, train=True, seed=7)
+    batches = loader.epoch_batches(np.arange(len(reader)), 4, seed=7, epoch=1)
+    with_workers = _collect(images, batches, workers=2)
+    assert reader._handles == {}  # the parent never opened a shard: workers did, after the fork
+    in_process = _collect(images, batches, workers=0)
+    labels = reader.labels
+    for got, again, b in zip(with_workers, in_process, batches):
+        assert torch.equal(got["images"], again["images"]) and torch.equal(got["alpha"], again["alpha"])
+        assert got["images"].dtype == torch.uint8 and got["images"].shape[1:] == (3, 224, 224)
+        assert got["labels"].tolist() == labels[b.indices].tolist() and got["global_size"] == len(b.indices)
+        for j, i in enumerate(b.indices):
+            d = augment.draw(7, 1, int(i))
+            stored = torch.from_numpy(reader.image(int(i))).permute(2, 0, 1)  # format's own decoder
+            assert torch.equal(got["images"][j], augment.crop_flip(stored, d.top, d.left, d.flip))
+            assert (got["top"][j], got["left"][j], got["flip"][j]) == (d.top, d.left, d.flip)
+            assert torch.allclose(got["alpha"][j], torch.tensor(d.alpha, dtype=torch.float32))
+
+
+def test_val_batches_are_whole_stored_images(tiny):
+    reader = tiny.split("val")
+    images = loader.StoredImages(reader, train=False)
+    (batch,) = _collect(images, loader.val_batches(len(reader), 16, None), workers=1)
+    assert batch["images"].shape == (9, 3, 256, 256)
+    assert np.array_equal(batch["images"][4].permute(1, 2, 0).numpy(), reader.image(4))
+    assert batch["labels"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "raw"])
+def test_channel_first_decode_gives_the_format_decoders_pixels(tmp_path, codec):
+    reader = PreparedDataset(make_dataset(tmp_path, classes=2, train_per_class=2, val_per_class=1, codec=codec)).split("train")
+    for i in range(len(reader)):
+        encoded, stored_codec = reader.read_encoded(i)
+        assert stored_codec == codec
+        assert torch.equal(loader.decode_chw(encoded, codec), torch.from_numpy(reader.image(i)).permute(2, 0, 1))
+
+
+def test_a_damaged_shard_is_one_line_naming_it_even_from_a_worker(tmp_path):
+    import h5py
+
+    from alexnet_cli.errors import InputError
+
+    dataset = PreparedDataset(make_dataset(tmp_path, classes=2, train_per_class=2, val_per_class=1))
+    reader = dataset.split("train")
+    with h5py.File(reader.shard_paths[0], "r+") as f:
+        start, stop = f["offsets"][0], f["offsets"][1]
+        f["data"][start:stop] = 0  # image 0's JPEG bytes gone
+    images = loader.StoredImages(reader, train=True)
+    with pytest.raises(InputError) as e:
+        _collect(images, loader.epoch_batches(np.arange(4), 4, seed=0, epoch=0), workers=1)
+    message = str(e.value)
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    assert str(reader.shard_paths[0]) in message and "rerun `alexnet prep`" in message
