@@ -45,7 +45,10 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None
     """Write atomically (temp file, fsync, rename): a crash never leaves half a checkpoint."""
     checkpoint = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **checkpoint}
     with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+        try:
+            torch.save(checkpoint, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a failed write (a full disk) this way
+            raise OSError(f"torch.save failed: {str(e).strip().splitlines()[0][:160]}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -95,9 +98,11 @@ def _load_data(path: Path, map_location: str | torch.device = "cpu") -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported content"
+        # torch's message is a paragraph; the line naming what was refused is the useful one
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or ["unsupported content"]
+        detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0])
         raise InputError(
-            f"{path}: refused to load: it holds more than weights and data ({first[:200]}); "
+            f"{path}: refused to load: it holds more than weights and data ({detail[:200]}); "
             "only load checkpoints you trust, re-saved as plain tensors"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:

@@ -138,6 +138,8 @@ def _render_prep_summary(s: dict) -> None:
     )
     for note in s["notes"]:
         console.print(note, highlight=False)
+    if s["ignored_files"]:
+        console.print(f"{s['ignored_files']:,} other files ignored (not images by their extension, or links inside a tar)", highlight=False)
     for row in s["skipped"][:10]:
         console.print(f"skipped ({row['split']}) {row['path']}: {row['reason']}", highlight=False, soft_wrap=True)
     if len(s["skipped"]) > 10:

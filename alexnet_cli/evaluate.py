@@ -26,8 +26,9 @@ from alexnet_cli.checkpoint import load_checkpoint, load_torchvision_weights, lo
 from alexnet_cli.classes import class_name, imagenet_classes
 from alexnet_cli.data.format import PreparedDataset, SplitReader
 from alexnet_cli.data import transforms
+from alexnet_cli.data.loader import original_message
 from alexnet_cli.data.transforms import normalize, softmax_average, torchvision_preprocess
-from alexnet_cli.errors import InputError
+from alexnet_cli.errors import AlexnetError, InputError
 from alexnet_cli.fileio import atomic_path
 from alexnet_cli.model import ARCHES, ModelConfig, build_model
 
@@ -141,9 +142,12 @@ def load_classifier(
 
 def _model_config(ckpt: dict[str, Any], path) -> ModelConfig:
     try:
-        return ModelConfig(**ckpt["model_config"])
+        config = ModelConfig(**ckpt["model_config"])
     except (KeyError, TypeError) as e:
         raise InputError(f"{path}: checkpoint has no usable model_config ({e}); was it written by `alexnet train`?") from None
+    if config.arch not in ARCHES:
+        raise InputError(f"{path}: holds an unknown architecture {config.arch!r} (this alexnet-cli has: {', '.join(ARCHES)})")
+    return config
 
 
 def _checkpoint_classes(ckpt: dict[str, Any], config: ModelConfig, path) -> list[tuple[str, str]]:
@@ -226,9 +230,12 @@ def score_split(
         pin_memory=classifier.device.type == "cuda",
         prefetch_factor=4 if workers else None,
     )
-    for images, batch_labels in loader:
-        probs = classifier.probabilities(images, ten_crop, max_crops=batch_size)
-        yield probs, batch_labels.to(classifier.device, non_blocking=True)
+    try:
+        for images, batch_labels in loader:
+            probs = classifier.probabilities(images, ten_crop, max_crops=batch_size)
+            yield probs, batch_labels.to(classifier.device, non_blocking=True)
+    except AlexnetError as e:  # from a worker: DataLoader puts the worker's traceback in the message
+        raise type(e)(original_message(e)) from None
 
 
 @dataclass

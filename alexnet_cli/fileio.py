@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +27,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise InputError(f"{path}: folder {directory} does not exist; create it or choose another path") from None
     except PermissionError:
         raise InputError(f"{path}: folder {directory} is not writable; choose a writable path") from None
+    except OSError as e:  # a read-only or full file system
+        raise InputError(f"{path}: cannot write in {directory} ({os_reason(e)}); choose another path") from None
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results get the usual permissions
@@ -37,7 +40,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync_dir(directory)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise InputError(f"{path}: could not write ({e.strerror or e}); free space or choose another path") from e
+        raise InputError(f"{path}: could not write ({os_reason(e)}); free space or choose another path") from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -50,6 +53,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def os_reason(e: Exception) -> str:
+    """The OS's words for a failed write ("No space left on device"), not a library's whole
+    report: h5py raises OSError or RuntimeError with HDF5's multi-line trace, errno inside."""
+    errno = getattr(e, "errno", None) or re.search(r"errno = (\d+)", str(e))
+    if errno:
+        return os.strerror(errno if isinstance(errno, int) else int(errno.group(1)))
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _umask() -> int:

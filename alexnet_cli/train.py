@@ -430,7 +430,9 @@ def prepare_run_dir(run_dir: Path, resume: str | None, force: bool, is_main: boo
     if resume in ("last", "auto") and last.is_file():
         return last
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if existing and not force:
+    # 'auto' without last.pt: a run killed before its first last.pt (best.pt is written just
+    # before it), so what is there is that run's own and it starts over.
+    if existing and not force and resume != "auto":
         raise InputError(
             f"{run_dir} already holds a run ({', '.join(existing)}); continue it with --resume auto, "
             "or start over with --force (deletes its checkpoints and metrics)"

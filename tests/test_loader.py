@@ -126,3 +126,27 @@ def test_a_damaged_shard_is_one_line_naming_it_even_from_a_worker(tmp_path):
     message = str(e.value)
     assert len(message.splitlines()) == 1 and "Traceback" not in message
     assert str(reader.shard_paths[0]) in message and "rerun `alexnet prep`" in message
+
+
+def test_a_process_exits_with_a_loader_left_open(tiny, tmp_path):
+    """Workers ignore SIGTERM, multiprocessing's way of stopping leftover children at exit: a
+    loader never closed (or kept alive by a traceback) must not hang the interpreter's exit."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.conftest import REPO_ROOT
+
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from alexnet_cli.data import loader
+        from alexnet_cli.data.format import PreparedDataset
+        reader = PreparedDataset({str(tiny.path)!r}).split("train")
+        images = loader.StoredImages(reader, train=True)
+        kept = loader.batch_loader(images, loader.epoch_batches(np.arange(len(reader)), 2, seed=0, epoch=0), workers=2)
+        next(kept)  # workers running; `kept` is never closed
+        print("ok", flush=True)
+    """)
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -189,7 +189,9 @@ class ShardWriter:
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.codec, self.quality = codec, quality
-        self._file = h5py.File(self.partial, "w")
+        # No chunk cache: image bytes go to disk when written, so a full disk fails that write
+        # cleanly; with dirty chunks cached, HDF5 2.0 fails at close and then crashes the process.
+        self._file = h5py.File(self.partial, "w", rdcc_nbytes=0)
         self._file.attrs.update(
             format=SHARD_FORMAT_NAME, format_version=FORMAT_VERSION, split=split, shard=shard, codec=codec
         )
@@ -258,7 +260,11 @@ class ShardWriter:
         os.replace(self.partial, self.path)
 
     def abort(self) -> None:
-        self._file.close()
+        """Throw the unfinished shard away (its close may fail as a write did: a full disk)."""
+        try:
+            self._file.close()
+        except (OSError, RuntimeError):  # h5py reports a failed flush as either
+            pass
         self.partial.unlink(missing_ok=True)
 
 
@@ -277,6 +283,45 @@ def read_skipped(f: h5py.File) -> list[tuple[str, str]]:
     if "skipped" not in f:
         return []
     return list(zip(_strings(f["skipped/path"]), _strings(f["skipped/reason"])))
+
+
+def shard_problems(
+    f: h5py.File, expected: int, num_classes: int | None = None, place: tuple[str, int] | None = None
+) -> list[str]:
+    """What is structurally wrong with an open shard (empty: nothing), read as data before any
+    of it is used: format, its (split, shard number) if `place` is given, image count, codec,
+    offsets that tile the image bytes, labels in range."""
+    if f.attrs.get("format") != SHARD_FORMAT_NAME:
+        return ["not an alexnet-cli shard"]
+    problems = []
+    if place is not None and (_plain(f.attrs.get("split")), _plain(f.attrs.get("shard"))) != place:
+        problems.append(f"is shard {_plain(f.attrs.get('shard'))} of split '{_plain(f.attrs.get('split'))}', "
+                        f"the index expects shard {place[1]} of '{place[0]}'")
+    images = int(f.attrs.get("images", -1))
+    if images != expected:
+        problems.append(f"holds {images} images, the index expects {expected}")
+    if f.attrs.get("codec") not in CODECS:
+        problems.append(f"unknown codec {f.attrs.get('codec')!r}")
+    parts = {k: f.get(k) for k in ("data", "offsets", "labels", "sources")}
+    missing = [k for k, ds in parts.items() if not isinstance(ds, h5py.Dataset) or ds.ndim != 1]
+    if missing:
+        return problems + [f"'{missing[0]}' is missing or not a 1-D dataset"]
+    if parts["data"].dtype != np.uint8 or parts["offsets"].dtype.kind not in "iu" or parts["labels"].dtype.kind not in "iu":
+        problems.append("data, offsets or labels have the wrong type")
+        return problems
+    offsets, labels = parts["offsets"][()], parts["labels"][()]
+    if len(offsets) != images + 1 or len(labels) != images or len(parts["sources"]) != images:
+        problems.append("offsets/labels/sources lengths disagree with the image count")
+    elif offsets[0] != 0 or np.any(np.diff(offsets) <= 0) or offsets[-1] != parts["data"].shape[0]:
+        problems.append("offsets do not tile the image data")
+    if len(labels) and (labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes)):
+        problems.append(f"labels outside 0..{num_classes - 1 if num_classes is not None else 'n'}")
+    return problems
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 @dataclass
@@ -337,14 +382,25 @@ def _array(group: h5py.Group, name: str, shape: tuple, dtype) -> np.ndarray:
     ds = group[name]
     if not isinstance(ds, h5py.Dataset) or ds.shape != shape or not np.can_cast(ds.dtype, dtype, "same_kind"):
         raise InputError(
-            f"{group.file.filename}: '{ds.name}' has shape {getattr(ds, 'shape', None)}, expected {shape}; "
+            f"{group.file.filename}: '{ds.name}' has shape {getattr(ds, 'shape', None)} of {getattr(ds, 'dtype', None)}, "
+            f"expected {shape} of {np.dtype(dtype)}; "
             "the file is damaged, rerun `alexnet prep`"
         )
     return ds[()].astype(dtype)
 
 
 def _strings(ds: h5py.Dataset) -> list[str]:
+    """A 1-D dataset of strings, read as data (anything else is damage, not something to coerce)."""
+    if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or h5py.check_string_dtype(ds.dtype) is None:
+        raise InputError(f"{ds.file.filename}: '{ds.name}' is not a list of strings; the file is damaged, rerun `alexnet prep`")
     return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in ds[()]]
+
+
+def _shard_file(name: str, index: Path) -> str:
+    """A shard's name in the index: a file beside the index, never a path elsewhere."""
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise InputError(f"{index}: shard {name!r} is not a plain file name; the file is damaged, rerun `alexnet prep`")
+    return name
 
 
 @dataclass
@@ -366,38 +422,52 @@ class PreparedDataset:
             f = h5py.File(self.path, "r")
         except OSError:
             raise InputError(f"{self.path}: not an HDF5 file; give the OUT.h5 written by `alexnet prep`") from None
-        with f:
-            if f.attrs.get("format") != FORMAT_NAME:
-                raise InputError(f"{self.path}: not an alexnet-cli dataset; give the OUT.h5 written by `alexnet prep`")
-            version = int(f.attrs.get("format_version", -1))
-            if version > FORMAT_VERSION:
-                raise InputError(
-                    f"{self.path}: format version {version} is newer than this alexnet-cli reads "
-                    f"({FORMAT_VERSION}); upgrade alexnet-cli"
-                )
-            self.format_version = version
-            self.classes: list[tuple[str, str]] = list(
-                zip(_strings(f["classes/wnid"]), _strings(f["classes/name"]))
+        try:
+            with f:
+                self._read_index(f)
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            # a missing group, an attribute of the wrong type: damage (or a foreign writer), never a crash
+            raise InputError(
+                f"{self.path}: the index is damaged ({type(e).__name__}: {str(e)[:120]}); rerun `alexnet prep` with --force"
+            ) from None
+
+    def _read_index(self, f: h5py.File) -> None:
+        """Parse the index as data: every shape, type and name checked before use."""
+        if f.attrs.get("format") != FORMAT_NAME:
+            raise InputError(f"{self.path}: not an alexnet-cli dataset; give the OUT.h5 written by `alexnet prep`")
+        version = int(f.attrs.get("format_version", -1))
+        if version > FORMAT_VERSION:
+            raise InputError(
+                f"{self.path}: format version {version} is newer than this alexnet-cli reads "
+                f"({FORMAT_VERSION}); upgrade alexnet-cli"
             )
-            self.splits: dict[str, SplitMeta] = {}
-            for name, g in f.get("splits", {}).items():
-                shards = _strings(g["shards"])
-                counts = [int(c) for c in g["shard_images"][()]]
-                if len(counts) != len(shards) or sum(counts) != int(g.attrs["images"]):
-                    raise InputError(f"{self.path}: split '{name}' counts disagree; the file is damaged, rerun prep")
-                self.splits[name] = SplitMeta(int(g.attrs["images"]), shards, counts, int(g.attrs.get("skipped", 0)))
-            self.settings = {k: _plain(v) for k, v in f["settings"].attrs.items()}
-            self.stats: Stats | None = None
-            if "stats" in f:
-                s = f["stats"]
-                self.stats = Stats(
-                    _array(s, "mean_rgb", (3,), np.float64),
-                    _array(s, "mean_image", (IMAGE_SIZE, IMAGE_SIZE, 3), np.float32),
-                    _array(s, "pca_eigenvalues", (3,), np.float64),
-                    _array(s, "pca_eigenvectors", (3, 3), np.float64),
-                )
-            sk = f.get("skipped")
-            self.skipped = list(zip(*(_strings(sk[c]) for c in ("split", "path", "reason")))) if sk else []
+        self.format_version = version
+        wnids = _strings(f["classes/wnid"])
+        if any("/" in w or "\0" in w for w in wnids):  # export names files by wnid: never a path
+            raise InputError(f"{self.path}: a class id holds '/'; the file is damaged, rerun `alexnet prep`")
+        names = _strings(f["classes/name"])
+        if len(names) != len(wnids):
+            raise InputError(f"{self.path}: class ids and names disagree in length; the file is damaged, rerun prep")
+        self.classes: list[tuple[str, str]] = list(zip(wnids, names))
+        self.splits: dict[str, SplitMeta] = {}
+        for name, g in f.get("splits", {}).items():
+            shards = [_shard_file(s, self.path) for s in _strings(g["shards"])]
+            counts = _array(g, "shard_images", (len(shards),), np.int64).tolist()
+            if any(c < 0 for c in counts) or sum(counts) != int(g.attrs["images"]):
+                raise InputError(f"{self.path}: split '{name}' counts disagree; the file is damaged, rerun prep")
+            self.splits[name] = SplitMeta(int(g.attrs["images"]), shards, counts, int(g.attrs.get("skipped", 0)))
+        self.settings = {k: _plain(v) for k, v in f["settings"].attrs.items()}
+        self.stats: Stats | None = None
+        if "stats" in f:
+            s = f["stats"]
+            self.stats = Stats(
+                _array(s, "mean_rgb", (3,), np.float64),
+                _array(s, "mean_image", (IMAGE_SIZE, IMAGE_SIZE, 3), np.float32),
+                _array(s, "pca_eigenvalues", (3,), np.float64),
+                _array(s, "pca_eigenvectors", (3, 3), np.float64),
+            )
+        sk = f.get("skipped")
+        self.skipped = list(zip(*(_strings(sk[c]) for c in ("split", "path", "reason")))) if sk else []
 
     @property
     def num_classes(self) -> int:
@@ -408,7 +478,7 @@ class PreparedDataset:
             have = ", ".join(self.splits) or "none"
             raise InputError(f"{self.path}: has no '{name}' split (it has: {have}); prep it with --split {name}")
         meta = self.splits[name]
-        return SplitReader([self.path.parent / s for s in meta.shards], meta.shard_images)
+        return SplitReader([self.path.parent / s for s in meta.shards], meta.shard_images, self.num_classes, name)
 
 
 def _plain(value):
@@ -425,8 +495,11 @@ def _plain(value):
 class SplitReader:
     """Random access to one split's images across its shards; safe to fork before first use."""
 
-    def __init__(self, shard_paths: list[Path], shard_images: list[int]):
+    def __init__(self, shard_paths: list[Path], shard_images: list[int], num_classes: int | None = None,
+                 split: str | None = None):
         self.shard_paths = shard_paths
+        self.num_classes = num_classes  # labels must lie in 0..num_classes-1 (None: not checked)
+        self.split = split  # each shard must say it is shard k of this split (None: not checked)
         self.starts = np.concatenate([[0], np.cumsum(shard_images)]).astype(np.int64)
         self._handles: dict[int, tuple] = {}
         self._pid = os.getpid()
@@ -447,13 +520,25 @@ class SplitReader:
             path = self.shard_paths[k]
             if not path.exists():
                 raise InputError(f"{path}: shard missing; restore it or rerun `alexnet prep`")
-            f = h5py.File(path, "r")
+            try:
+                f = h5py.File(path, "r")
+            except OSError as e:
+                raise InputError(f"{path}: not a readable shard ({_first_line(e)}); restore it or rerun `alexnet prep`") from None
             expected = int(self.starts[k + 1] - self.starts[k])
-            if f.attrs.get("format") != SHARD_FORMAT_NAME or int(f.attrs.get("images", -1)) != expected:
-                raise InputError(f"{path}: not the shard the index expects; rerun `alexnet prep`")
+            problems = shard_problems(f, expected, self.num_classes, None if self.split is None else (self.split, k))
+            if problems:
+                f.close()
+                raise InputError(f"{path}: {problems[0]}; the shard is damaged or not the one the index expects: rerun `alexnet prep`")
             # offsets are small (8 bytes an image): read them once so each image is one slice
             self._handles[k] = (f, f["data"], f["offsets"][()], str(f.attrs["codec"]))
         return self._handles[k]
+
+    def _damaged(self, i: int, e: Exception) -> InputError:
+        shard = self.shard_paths[self.locate(i)[0]]
+        return InputError(
+            f"{shard}: image {i} of the split could not be read ({type(e).__name__}: {_first_line(e)[:120]}); "
+            "the shard is damaged: rerun `alexnet prep`"
+        )
 
     def locate(self, i: int) -> tuple[int, int]:
         if not 0 <= i < len(self):
@@ -465,11 +550,18 @@ class SplitReader:
         """The stored bytes of image i and their codec (one contiguous slice, no fancy indexing)."""
         k, j = self.locate(i)
         _, data, offsets, codec = self._shard(k)
-        return data[offsets[j] : offsets[j + 1]], codec
+        try:
+            return data[offsets[j] : offsets[j + 1]], codec
+        except (OSError, ValueError) as e:  # an HDF5 chunk that no longer reads
+            raise self._damaged(i, e) from None
 
     def image(self, i: int) -> np.ndarray:
-        """Image i as 256x256x3 uint8."""
-        return decode_image(*self.read_encoded(i))
+        """Image i as 256x256x3 uint8; a damaged shard is an InputError naming it."""
+        data, codec = self.read_encoded(i)
+        try:
+            return decode_image(data, codec)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise self._damaged(i, e) from None
 
     @property
     def labels(self) -> np.ndarray:

@@ -16,6 +16,7 @@ from alexnet_cli.data.format import (
     PreparedDataset,
     read_sums,
     shard_checksum,
+    shard_problems,
 )
 from alexnet_cli.errors import InputError
 
@@ -56,7 +57,7 @@ def verify(ds: PreparedDataset) -> list[dict]:
     train_sums = PixelSums()
     for name, meta in ds.splits.items():
         for k, (file, expected) in enumerate(zip(meta.shards, meta.shard_images)):
-            problems, sums = _check_shard(ds.path.parent / file, expected, ds.num_classes)
+            problems, sums = _check_shard(ds.path.parent / file, expected, ds.num_classes, (name, k))
             rows.append({"split": name, "shard": file, "images": expected, "problems": problems})
             if name == "train" and sums is not None:
                 train_sums = train_sums.merge(sums)
@@ -66,31 +67,22 @@ def verify(ds: PreparedDataset) -> list[dict]:
     return rows
 
 
-def _check_shard(path: Path, expected: int, num_classes: int) -> tuple[list[str], PixelSums | None]:
+def _check_shard(path: Path, expected: int, num_classes: int, place: tuple[str, int]) -> tuple[list[str], PixelSums | None]:
     if not path.exists():
         return ["missing"], None
     try:
         with h5py.File(path, "r") as f:
+            problems = shard_problems(f, expected, num_classes, place)
             if f.attrs.get("format") != SHARD_FORMAT_NAME:
-                return ["not an alexnet-cli shard"], None
-            problems = []
-            images = int(f.attrs.get("images", -1))
-            offsets, labels = f["offsets"][()], f["labels"][()]
-            if images != expected:
-                problems.append(f"holds {images} images, the index expects {expected}")
-            if len(offsets) != images + 1 or len(labels) != images or len(f["sources"]) != images:
-                problems.append("offsets/labels/sources lengths disagree with the image count")
-            if len(offsets) and (offsets[0] != 0 or np.any(np.diff(offsets) <= 0) or offsets[-1] != f["data"].shape[0]):
-                problems.append("offsets do not tile the image data")
-            if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-                problems.append(f"labels outside 0..{num_classes - 1}")
+                return problems, None
             if shard_checksum(f) != f.attrs.get("sha256"):
                 problems.append("sha256 mismatch: image bytes or labels changed since prep")
             sums = read_sums(f["stats"])
+            images = int(f.attrs["images"])
             if sums.images != images:
                 problems.append(f"pixel sums cover {sums.images} images, not {images}")
             return problems, sums
-    except (OSError, KeyError, InputError) as e:
+    except (OSError, KeyError, ValueError, InputError) as e:
         return [f"unreadable: {e}"], None
 
 

@@ -16,8 +16,10 @@ HDF5 handle crosses a fork.
 
 from __future__ import annotations
 
+import atexit
 import math
 import signal
+import weakref
 from dataclasses import dataclass
 from typing import Generator
 
@@ -143,6 +145,19 @@ def decode_chw(data: np.ndarray, codec: str) -> torch.Tensor:
 PREEMPTION_SIGNALS = {signal.SIGTERM, signal.SIGUSR1}
 
 
+# Iterators whose workers are running. Workers ignore SIGTERM, which is how multiprocessing's
+# exit handler stops leftover children before joining them: one left running (an iterator kept
+# alive by a traceback, or never closed) would hang the exit forever. This handler is
+# registered after multiprocessing's, so it runs first and stops them for good.
+_running: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_running_workers() -> None:
+    for iterator in list(_running):
+        stop_workers(iterator)
+
+
 def _worker_init(_: int) -> None:
     for s in PREEMPTION_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
@@ -166,20 +181,36 @@ def batch_loader(images: StoredImages, batches: list[LocalBatch], workers: int,
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, PREEMPTION_SIGNALS) if workers else None
     try:
         batches_in_order = iter(data)  # forks the workers
+        if workers:
+            _running.add(batches_in_order)
     finally:
         if blocked is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a signal that came meanwhile is delivered now
     try:
         yield from batches_in_order
     except AlexnetError as e:
-        raise type(e)(_original_message(e)) from None
+        raise type(e)(original_message(e)) from None
     finally:
-        # Shut the workers down now, not whenever a traceback cycle holding this frame is
-        # collected: they ignore SIGTERM, so one left running would block the exit.
+        # Shut the workers down now, not whenever the iterator is collected: an error from a
+        # worker keeps it alive (its traceback holds the iterator) until after multiprocessing's
+        # exit handler, whose SIGTERM these workers ignore, so the process would never exit.
+        stop_workers(batches_in_order)
         del batches_in_order
 
 
-def _original_message(e: Exception) -> str:
+def stop_workers(iterator: object) -> None:
+    """Shut down a DataLoader iterator's workers now (torch's orderly shutdown), killing any
+    that do not exit: they ignore SIGTERM, the signal torch and multiprocessing would use."""
+    shutdown = getattr(iterator, "_shutdown_workers", None)  # absent without workers
+    if shutdown is not None:
+        shutdown()
+    for worker in getattr(iterator, "_workers", ()):
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
+
+
+def original_message(e: Exception) -> str:
     """DataLoader re-raises a worker's exception with the worker's traceback as its message;
     the original message is the last line, after the exception's name."""
     last = str(e).strip().splitlines()[-1]

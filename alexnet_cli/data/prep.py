@@ -57,6 +57,7 @@ from alexnet_cli.data.format import (
 )
 from alexnet_cli.data.sources import Source, find_source, read_image_bytes
 from alexnet_cli.errors import AlexnetError, InputError
+from alexnet_cli.fileio import os_reason
 
 STATS_ON = "decoded 256x256 crops of the training split, before the storage codec"
 
@@ -274,12 +275,16 @@ def plan_shards(source: Source, out: Path, config: PrepConfig) -> list[ShardPlan
 
 
 def resume_shards(plans: list[ShardPlan], out: Path, force: bool) -> set[Path]:
-    """Keep the finished shards of this plan; delete our partial and stale shard files."""
+    """Keep the finished shards of this plan; delete our partial and stale shard files, and
+    the temporary file of an index write that was interrupted (fileio.atomic_path's name)."""
     planned = {p.path: p for p in plans}
     pattern = re.compile(re.escape(out.stem) + r"-[A-Za-z0-9_]+-\d{5}\.h5(\.partial)?")
     done = set()
     for name in sorted(os.listdir(out.parent)):
         path = out.parent / name
+        if name.startswith(f".{out.name}.") and name.endswith(".tmp"):
+            path.unlink(missing_ok=True)
+            continue
         if not pattern.fullmatch(name):
             continue
         if name.endswith(".partial"):
@@ -404,20 +409,21 @@ def write_shards(
                 "perhaps with fewer --workers"
             ) from None
         split = source.splits[plan.split]
-        if start == plan.start:
-            writer = ShardWriter(plan.path, plan.split, plan.index, config.codec, config.quality, {"plan": plan.fingerprint})
-        for i, (data, reason) in enumerate(zip(result.encoded, result.reasons), start):
-            name = printable(split.sources[i])
-            if data is None:
-                if config.strict:
-                    raise AlexnetError(_strict_message([(plan.split, name, reason)]))
-                writer.skip(name, reason)
-            else:
-                writer.add_encoded(data, int(labels[plan.split][i]), name)
-        writer.add_sums(result.sums)
-        if stop == plan.stop:
-            writer.close()
-            writer = None
+        with _writing(plan.path):
+            if start == plan.start:
+                writer = ShardWriter(plan.path, plan.split, plan.index, config.codec, config.quality, {"plan": plan.fingerprint})
+            for i, (data, reason) in enumerate(zip(result.encoded, result.reasons), start):
+                name = printable(split.sources[i])
+                if data is None:
+                    if config.strict:
+                        raise AlexnetError(_strict_message([(plan.split, name, reason)]))
+                    writer.skip(name, reason)
+                else:
+                    writer.add_encoded(data, int(labels[plan.split][i]), name)
+            writer.add_sums(result.sums)
+            if stop == plan.stop:
+                writer.close()
+                writer = None
         done += stop - start
         if progress:
             progress(done, total)
@@ -442,6 +448,17 @@ def write_shards(
             writer.abort()
         raise
     return sum(p.stop - p.start for p in todo)
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A failed shard write (full disk, read-only or vanished folder) is one line, not a crash."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:  # h5py reports a failed write as either
+        raise InputError(
+            f"{path}: could not write ({os_reason(e)}); free space or choose another OUT, then rerun the same command to resume"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -119,12 +119,18 @@ def find_source(
     if layout == "folders" and splits and len(splits) > 1:
         raise InputError(f"{root}: a folder of class folders is one split; choose --split train or --split val")
     split_name = splits[0] if layout == "folders" and splits else "train"
-    found = {
+    scan = {
         "imagenet": _imagenet,
         "archives": _archives,
         "kaggle": _kaggle,
         "folders": lambda r, d: {split_name: _class_folders(r, split_name, r)},
-    }[layout](root, devkit_path)
+    }[layout]
+    try:
+        found = scan(root, devkit_path)
+    except OSError as e:  # an unreadable folder or file: never skip its images silently
+        raise InputError(
+            f"{e.filename or root}: cannot read ({e.strerror or e}); fix its permissions or move it out of {root}"
+        ) from None
     found = {k: v for k, v in found.items() if len(v) or v.unlabelled}
     if not found:
         raise InputError(
@@ -161,7 +167,17 @@ def detect_layout(root: Path) -> str:
 def _walk_images(folder: Path) -> tuple[list[Path], int]:
     """Image files under a folder (recursively, following links), and the count of other files."""
     images, ignored = [], 0
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+
+    def unreadable(error: OSError) -> None:  # os.walk would skip the folder silently
+        raise error
+
+    walked = set()
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in walked:  # a link back to a folder already walked (a loop)
+            dirnames[:] = []
+            continue
+        walked.add((st.st_dev, st.st_ino))
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             if is_image_name(name):
@@ -277,7 +293,7 @@ def _train_tar(root: Path, name: str) -> SplitInputs:
     with _open_tar(root / name) as outer:
         for member in outer:
             if not (member.isfile() and member.name.lower().endswith(".tar")):
-                out.ignored += member.isfile()
+                out.ignored += not member.isdir()  # other files, links (never followed), devices
                 continue
             wnid = member.name.rsplit("/", 1)[-1][: -len(".tar")]
             try:
@@ -290,7 +306,7 @@ def _train_tar(root: Path, name: str) -> SplitInputs:
                     out.class_names.append(wnid)
                     out.offsets.append(member.offset_data + image.offset_data)
                     out.sizes.append(image.size)
-                elif image.isfile():
+                elif not image.isdir():
                     out.ignored += 1
     return out
 
@@ -303,7 +319,7 @@ def _val_tar(root: Path, name: str, labels_for) -> SplitInputs:
         for member in tar:
             if member.isfile() and is_image_name(member.name.rsplit("/", 1)[-1]):
                 members.append(member)
-            elif member.isfile():
+            elif not member.isdir():
                 out.ignored += 1
     if members:
         labels = labels_for()
