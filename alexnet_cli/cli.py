@@ -26,6 +26,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    epilog=(
+        "Environment: ALEXNET_DATA (prepared dataset for train/eval), ALEXNET_CHECKPOINT (checkpoint "
+        "for eval/predict/filters), ALEXNET_DIST_TIMEOUT_MIN (minutes before a dead torchrun peer fails "
+        "the others, default 10).  Exit codes: 0 ok, 1 failed, 2 usage or input error, 75 preempted "
+        "(checkpoint written; rerun with --resume auto), 130 interrupted.  Docs: docs/quickstart.md"
+    ),
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 # Rich falls back to 80 columns when output is not a terminal; logs and pipes deserve whole lines.
@@ -450,7 +456,7 @@ def demo(
                 out.print(f"  {escape(Path(p['file']).name)}: {escape(top['name'])} ({100 * top['prob']:.0f}%)", highlight=False)
             out.print(f"  {r['correct']}/{r['images']} correct")
 
-    summary = run_demo(cfg, show, quiet=as_json)
+    summary = run_demo(cfg, show)  # training progress goes to stderr either way
     out.print(
         f"\n[bold]done[/] in {summary['seconds']:.0f} s: 10-crop top-1 {summary['top1']:.1f}% vs 10% chance. "
         f"Try: alexnet predict YOUR.jpg --checkpoint {summary['checkpoint']}",
