@@ -26,6 +26,12 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    epilog=(
+        "Environment: ALEXNET_DATA (prepared dataset for train/eval), ALEXNET_CHECKPOINT (checkpoint "
+        "for eval/predict/filters), ALEXNET_DIST_TIMEOUT_MIN (minutes before a dead torchrun peer fails "
+        "the others, default 10).  Exit codes: 0 ok, 1 failed, 2 usage or input error, 75 preempted "
+        "(checkpoint written; rerun with --resume auto), 130 interrupted.  Docs: docs/quickstart.md"
+    ),
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 # Rich falls back to 80 columns when output is not a terminal; logs and pipes deserve whole lines.
@@ -404,6 +410,120 @@ def predict(
         console.print(table)
     if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("alexnet-demo"), help="Folder for the demo's images, dataset and run (replaced on rerun)."),
+    epochs: int = typer.Option(4, min=1, help="Training epochs."),
+    seed: int = typer.Option(0, help="Seeds the images, the weights and the augmentation."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON summary object on stdout at the end."),
+) -> None:
+    """The embedded demo: draw 10 classes of shapes, then prep -> train -> eval (10 crops) -> predict.
+
+    The network is the paper's; the recipe is scaled down to finish in a few minutes on 2 CPU
+    cores, and the demo prints exactly what it reduced."""
+    from alexnet_cli.demo import DemoConfig, reductions, run_demo
+
+    cfg = DemoConfig(workdir=workdir, epochs=epochs, seed=seed)
+    out = err_console if as_json else console  # --json keeps stdout for the one object
+    out.print("[bold]alexnet demo[/]: the paper's network, end to end on generated images. Reduced against the paper:")
+    for line in reductions(cfg):
+        out.print(f"  - {line}", highlight=False)
+
+    def show(step) -> None:
+        out.print(f"\n[bold]$ {escape(step.command)}[/]", highlight=False, soft_wrap=True)
+        r = step.result
+        if step.name == "images":
+            out.print(f"  {r['train']} training and {r['val']} validation images in {workdir / 'images'}")
+        elif step.name == "prep":
+            splits = ", ".join(f"{k}: {v['images']} images" for k, v in r["splits"].items())
+            out.print(f"  {splits}, {r['classes']} classes, {r['skipped']} skipped ({step.seconds:.1f} s)")
+        elif step.name == "train":
+            last = r.get("last_epoch", {})
+            out.print(
+                f"  {r.get('epochs_completed')} epochs, {r.get('steps')} steps, val top-1 {last.get('val_top1', float('nan')):.1f}% "
+                f"({step.seconds:.1f} s); {workdir / 'run'}: best.pt, last.pt, metrics.csv, curves.png",
+                highlight=False,
+            )
+        elif step.name == "eval":
+            out.print(
+                f"  10-crop top-1 {r['top1']:.1f}% (error {r['top1_error']:.1f}%), top-5 {r['top5']:.1f}% "
+                f"on {r['images']} validation images; chance is 10% ({step.seconds:.1f} s)",
+                highlight=False,
+            )
+        elif step.name == "predict":
+            for p in r["predictions"]:
+                top = p["top"]
+                out.print(f"  {escape(Path(p['file']).name)}: {escape(top['name'])} ({100 * top['prob']:.0f}%)", highlight=False)
+            out.print(f"  {r['correct']}/{r['images']} correct")
+
+    summary = run_demo(cfg, show)  # training progress goes to stderr either way
+    out.print(
+        f"\n[bold]done[/] in {summary['seconds']:.0f} s: 10-crop top-1 {summary['top1']:.1f}% vs 10% chance. "
+        f"Try: alexnet predict YOUR.jpg --checkpoint {summary['checkpoint']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if as_json:
+        print(json.dumps(summary))
+
+
+@app.command()
+def filters(
+    checkpoint: Optional[Path] = typer.Argument(
+        None, envvar="ALEXNET_CHECKPOINT", show_envvar=True, help="Checkpoint written by `alexnet train`."
+    ),
+    output: Path = typer.Option(Path("conv1.png"), "-o", "--output", help="PNG file to write."),
+    weights: Optional[Path] = typer.Option(None, help="torchvision AlexNet weights instead of a checkpoint (64 kernels, one tower)."),
+    scale: int = typer.Option(4, min=1, max=32, help="Pixels per kernel pixel."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+) -> None:
+    """conv1's kernels as a picture, tower 0 left and tower 1 right (the paper's Figure 3)."""
+    from alexnet_cli.checkpoint import load_checkpoint, load_torchvision_weights
+    from alexnet_cli.fileio import check_new_file
+    from alexnet_cli.plots import draw_filters
+
+    check_new_file(output, force)
+    if weights is not None:
+        weight, towers = load_torchvision_weights(weights).get("features.0.weight"), 1
+        source = weights
+    elif checkpoint is not None:
+        ckpt = load_checkpoint(checkpoint)
+        towers = 2 if ckpt["model_config"].get("arch", "paper") == "paper" else 1
+        weight = ckpt["model"].get("conv1.weight" if towers == 2 else "features.0.weight")
+        source = checkpoint
+    else:
+        raise InputError("no checkpoint: pass CKPT, set ALEXNET_CHECKPOINT=CKPT, or use --weights FILE.pth")
+    if weight is None or weight.ndim != 4 or weight.shape[1] != 3:
+        raise InputError(f"{source}: has no conv1 kernels of shape [K, 3, h, w]")
+    draw_filters(weight.float().numpy(), output, towers, scale)
+    console.print(f"wrote {output}: {weight.shape[0]} kernels of {weight.shape[2]}x{weight.shape[3]}"
+                  + (", tower 0 left, tower 1 right" if towers == 2 else ""), highlight=False)
+
+
+@app.command()
+def plot(
+    run_dirs: list[Path] = typer.Argument(..., help="Run folders (or metrics.csv files) of `alexnet train`; several are compared."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="PNG file. Default: RUN_DIR/curves.png for one run, curves.png for several."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file (one run's own curves.png is always redrawn)."),
+) -> None:
+    """Redraw loss and top-1/top-5 curves from metrics.csv; several runs are drawn together."""
+    from alexnet_cli.fileio import check_new_file
+    from alexnet_cli.plots import draw_runs, read_metrics
+
+    runs = {}
+    for d in run_dirs:
+        name = (d if d.is_dir() else d.parent).name or str(d)
+        while name in runs:
+            name += "'"
+        runs[name] = read_metrics(d)
+    if output is None and len(run_dirs) == 1:
+        output = (run_dirs[0] if run_dirs[0].is_dir() else run_dirs[0].parent) / "curves.png"
+    else:
+        output = check_new_file(output or Path("curves.png"), force)
+    draw_runs(runs, output, title=" vs ".join(runs) if len(runs) > 1 else f"AlexNet {next(iter(runs))}")
+    console.print(f"wrote {output} ({', '.join(f'{k}: {len(v)} epochs' for k, v in runs.items())})", highlight=False)
 
 
 @app.command()

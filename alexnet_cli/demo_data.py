@@ -13,6 +13,7 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 # (folder name, shape, base hue in [0, 1)); folder names sort in this order.
@@ -47,7 +48,9 @@ def _background(rng: random.Random, size: tuple[int, int]) -> Image.Image:
         other = tuple(min(255, max(0, c + rng.randint(-80, 80))) for c in base)
         ramp = Image.linear_gradient("L").resize(size)
         return Image.composite(Image.new("RGB", size, base), Image.new("RGB", size, other), ramp)
-    noise = Image.effect_noise(size, rng.uniform(20, 60)).convert("RGB")
+    # numpy noise from the seeded stream (Pillow's effect_noise would not be reproducible)
+    noise = np.random.default_rng(rng.getrandbits(32)).normal(128, rng.uniform(20, 60), (h, w, 1))
+    noise = Image.fromarray(noise.clip(0, 255).astype(np.uint8).repeat(3, 2))
     return Image.blend(Image.new("RGB", size, base), noise, 0.35)
 
 

@@ -1,35 +1,111 @@
-"""curves.png: loss and top-1/top-5 accuracy per epoch, train and val (matplotlib, no display)."""
+"""Pictures: training curves (curves.png, `alexnet plot`) and conv1's kernels (`alexnet filters`).
+
+matplotlib draws on a bare Figure (the Agg backend: no display, no pyplot state); every file is
+written atomically.
+"""
 
 from __future__ import annotations
 
+import csv
+import math
 import os
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
+import numpy as np
+
+from alexnet_cli.errors import InputError
 from alexnet_cli.fileio import atomic_path
 
 
 def draw_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> None:
-    """Plot metrics.csv rows (epoch, train_/val_ loss, top1, top5) into a PNG, atomically."""
-    from matplotlib.figure import Figure  # a bare Figure renders with Agg: no display, no pyplot state
+    """Plot one run's metrics.csv rows (epoch, train_/val_ loss, top1, top5) into a PNG."""
+    draw_runs({"": rows}, path, title)
+
+
+def draw_runs(runs: Mapping[str, Sequence[dict[str, Any]]], path: str | os.PathLike, title: str = "") -> None:
+    """Loss and accuracy per epoch, train dashed and val solid. One run: top-1 and top-5; several
+    runs (compared): top-1 only, one colour per run."""
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4), layout="constrained")
     loss, acc = fig.subplots(1, 2)
-    epochs = [r["epoch"] for r in rows]
+    many = len(runs) > 1
 
-    def series(key: str) -> tuple[list, list]:
-        pts = [(e, r[key]) for e, r in zip(epochs, rows) if r.get(key) is not None]
+    def series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list, list]:
+        pts = [(r["epoch"], r[key]) for r in rows if r.get(key) is not None]
         return [p[0] for p in pts], [p[1] for p in pts]
 
-    for split, style in (("train", "--"), ("val", "-")):
-        loss.plot(*series(f"{split}_loss"), style, marker=".", label=split)
-        for k, color in (("top1", "C0"), ("top5", "C1")):
-            acc.plot(*series(f"{split}_{k}"), style, color=color, marker=".", label=f"{split} {k.replace('top', 'top-')}")
+    for i, (name, rows) in enumerate(runs.items()):
+        prefix = f"{name} " if many else ""
+        for split, style in (("train", "--"), ("val", "-")):
+            loss.plot(*series(rows, f"{split}_loss"), style, color=f"C{i}" if many else None, marker=".",
+                      label=f"{prefix}{split}")
+            for k, color in (("top1", "C0"), ("top5", "C1")):
+                if many and k == "top5":
+                    continue
+                acc.plot(*series(rows, f"{split}_{k}"), style, color=f"C{i}" if many else color, marker=".",
+                         label=f"{prefix}{split} {k.replace('top', 'top-')}")
     loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy", ylim=(0, 100))
     for ax in (loss, acc):
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """metrics.csv (as train writes it) -> rows with numbers; empty cells become None."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.csv"
+    if not path.is_file():
+        raise InputError(f"{path}: no metrics.csv; give a --run-dir written by `alexnet train`")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        out = [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in rows]
+        for r in out:
+            r["epoch"] = int(r["epoch"])
+    except (KeyError, ValueError, TypeError, csv.Error) as e:
+        raise InputError(f"{path}: not a metrics.csv written by `alexnet train` ({e})") from None
+    if not out:
+        raise InputError(f"{path}: has no epochs yet; plot it after the first epoch")
+    return out
+
+
+def kernel_grid(weight: np.ndarray, towers: int = 2, scale: int = 4, pad: int = 1) -> np.ndarray:
+    """conv1 kernels [K, 3, h, w] -> one RGB uint8 picture: each kernel stretched to [0, 255] on
+    its own (as in the paper's Figure 3), enlarged `scale` times, in a grid per tower, the towers
+    side by side (tower 0 left) with a wider gap between them."""
+    k, c, h, w = weight.shape
+    if c != 3:
+        raise ValueError(f"conv1 kernels must have 3 input channels, got {c}")
+    lo = weight.reshape(k, -1).min(1)[:, None, None, None]
+    hi = weight.reshape(k, -1).max(1)[:, None, None, None]
+    kernels = ((weight - lo) / np.maximum(hi - lo, 1e-12) * 255).round().astype(np.uint8)
+    kernels = kernels.transpose(0, 2, 3, 1).repeat(scale, 1).repeat(scale, 2)  # [K, h*s, w*s, 3]
+    per_tower = k // towers
+    cols = math.ceil(math.sqrt(per_tower * 2 / 3)) if per_tower > 1 else 1  # a landscape block
+    rows = math.ceil(per_tower / cols)
+    ch, cw = h * scale + pad, w * scale + pad
+    gap = 4 * pad + scale * 2
+    out = np.full((rows * ch + pad, towers * (cols * cw + pad) + (towers - 1) * gap, 3), 255, np.uint8)
+    for i in range(k):
+        t, j = divmod(i, per_tower)
+        r, col = divmod(j, cols)
+        y = pad + r * ch
+        x = t * (cols * cw + pad + gap) + pad + col * cw
+        out[y : y + h * scale, x : x + w * scale] = kernels[i]
+    return out
+
+
+def draw_filters(weight: np.ndarray, path: str | os.PathLike, towers: int = 2, scale: int = 4) -> None:
+    """Write kernel_grid(...) as a PNG, atomically."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(kernel_grid(weight, towers, scale)).save(tmp, format="PNG")
