@@ -521,7 +521,9 @@ class SplitReader:
             if not path.exists():
                 raise InputError(f"{path}: shard missing; restore it or rerun `alexnet prep`")
             try:
-                f = h5py.File(path, "r")
+                # No chunk cache: every read is one image's own contiguous bytes, never reused,
+                # so caching its 1 MB chunk only costs a copy (raw images: 0.2 -> 0.04 ms a read).
+                f = h5py.File(path, "r", rdcc_nbytes=0)
             except OSError as e:
                 raise InputError(f"{path}: not a readable shard ({_first_line(e)}); restore it or rerun `alexnet prep`") from None
             expected = int(self.starts[k + 1] - self.starts[k])
