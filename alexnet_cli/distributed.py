@@ -6,14 +6,18 @@ Outside torchrun everything here degrades to a single process: rank 0 of world 1
 from __future__ import annotations
 
 import datetime
+import math
 import os
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-# A dead peer must not hang the others forever: collectives time out and raise instead.
-DEFAULT_TIMEOUT = datetime.timedelta(minutes=float(os.environ.get("ALEXNET_DIST_TIMEOUT_MIN", "10")))
+from alexnet_cli.errors import AlexnetError, InputError
+
+TIMEOUT_ENV = "ALEXNET_DIST_TIMEOUT_MIN"
+TIMEOUT_MINUTES = 10.0
 
 
 @dataclass(frozen=True)
@@ -35,18 +39,45 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init(backend: str | None = None, timeout: datetime.timedelta = DEFAULT_TIMEOUT) -> DistInfo:
+def collective_timeout() -> datetime.timedelta:
+    """How long a collective waits for its peers before it raises: a dead or stuck peer must
+    not hang the others forever. $ALEXNET_DIST_TIMEOUT_MIN minutes (fractions allowed: 0.25 is
+    15 s), default 10: longer than any one step or checkpoint write."""
+    value = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        minutes = float(value or TIMEOUT_MINUTES)
+    except ValueError:
+        minutes = math.nan
+    if not 0 < minutes < math.inf:
+        raise InputError(f"{TIMEOUT_ENV}={value!r} is not a positive number of minutes; set it to e.g. 10")
+    return datetime.timedelta(minutes=minutes)
+
+
+def init(backend: str | None = None, timeout: datetime.timedelta | None = None) -> DistInfo:
     """Join the process group torchrun describes (env://); a no-op outside torchrun.
 
     backend: "nccl" for CUDA, "gloo" for CPU; default picks by CUDA availability.
+    timeout: for every collective; default `collective_timeout()`.
     """
     if not launched_by_torchrun():
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
     if not dist.is_initialized():
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-        dist.init_process_group(backend=backend, timeout=timeout)
+        dist.init_process_group(backend=backend, timeout=timeout or collective_timeout())
     return info
+
+
+def peer_failure(e: RuntimeError, rank: int, resume_from: str) -> AlexnetError:
+    """A collective that failed because another process of the run died (its connection
+    closed) or stopped responding (the timeout), as one line saying how to continue."""
+    # e.g. "[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:36277. This
+    # is typically caused by ...": the first sentence, without the source location.
+    reason = re.sub(r"^\[[^\]]*\]\s*", "", str(e).strip().splitlines()[0]).split(". ")[0][:160]
+    return AlexnetError(
+        f"rank {rank}: {reason} (another process of the run died, or hung past {TIMEOUT_ENV}="
+        f"{collective_timeout().total_seconds() / 60:g} min); rerun with --resume auto to continue from {resume_from}"
+    )
 
 
 def current() -> DistInfo:

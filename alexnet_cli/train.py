@@ -20,7 +20,6 @@ import ctypes
 import io
 import math
 import os
-import re
 import signal
 import time
 from contextlib import closing, contextmanager
@@ -114,12 +113,7 @@ def train(cfg: TrainConfig, progress: TrainProgress | None = None) -> dict[str, 
             return _train(cfg, place, rank, stop, progress or TrainProgress(rank.is_main, log_every=cfg.log_every))
     except RuntimeError as e:
         if rank.enabled:
-            # e.g. "[.../gloo/transport/tcp/pair.cc:561] Connection closed by peer [...]": keep the words
-            reason = re.sub(r"^\[[^\]]*\]\s*", "", str(e).strip().splitlines()[0])[:200]
-            raise AlexnetError(
-                f"rank {rank.rank}: {reason} (a peer process probably died); "
-                f"rerun with --resume auto to continue from {Path(cfg.run_dir) / 'last.pt'}"
-            ) from e
+            raise distributed.peer_failure(e, rank.rank, str(Path(cfg.run_dir) / "last.pt")) from e
         raise
     finally:
         distributed.shutdown()

@@ -4,9 +4,11 @@ result with an uninterrupted run."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +53,7 @@ class Killed:
     point_s: float
     killed: bool  # False: the command had already finished
     on_disk: list[str] = field(default_factory=list)
+    finished_s: float | None = None  # when not killed: how long after it began its work it finished
 
 
 def run_and_kill(cmd: list[str], point_s: float, folder: Path, started: Callable[[], bool]) -> Killed:
@@ -60,8 +63,11 @@ def run_and_kill(cmd: list[str], point_s: float, folder: Path, started: Callable
         deadline = time.monotonic() + 300
         while not started() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
-        time.sleep(point_s)
+        t_started = time.monotonic()
+        while proc.poll() is None and time.monotonic() < t_started + point_s:
+            time.sleep(0.002)
         running = proc.poll() is None
+        finished_s = None if running else time.monotonic() - t_started
         if running:
             proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -70,7 +76,7 @@ def run_and_kill(cmd: list[str], point_s: float, folder: Path, started: Callable
             proc.kill()
             proc.wait()
     on_disk = sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-    return Killed(point_s, running, on_disk)
+    return Killed(point_s, running, on_disk, finished_s)
 
 
 def timed(cmd: list[str], started: Callable[[], bool]) -> tuple[float, float]:
@@ -109,26 +115,20 @@ def dataset_fingerprint(index: Path) -> dict:
     return {"inspect": info, "shards": shards, "stats": stats}
 
 
-def prep_kill_trial(src: Path, out: Path, args: list[str], point_s: float) -> tuple[Killed, subprocess.CompletedProcess]:
-    """kill -9 `alexnet prep SRC OUT ARGS` `point_s` after it took its lock, then rerun it."""
+def prep_kill(src: Path, out: Path, args: list[str], point_s: float) -> Killed:
+    """kill -9 `alexnet prep SRC OUT ARGS` `point_s` after it took its lock."""
     out.parent.mkdir(parents=True, exist_ok=True)
     lock = out.with_name(out.name + ".lock")
-    killed = run_and_kill(cli("prep", src, out, *args), point_s, out.parent, lock.exists)
-    rerun = subprocess.run(cli("prep", src, out, *args), env=cli_env(), capture_output=True)
-    return killed, rerun
+    return run_and_kill(cli("prep", src, out, *args), point_s, out.parent, lock.exists)
 
 
 # --------------------------------------------------------------------------------------------
 # train
 
 
-def train_kill_trial(args: list[str], run_dir: Path, point_s: float) -> tuple[Killed, subprocess.CompletedProcess]:
-    """kill -9 `alexnet train ARGS --run-dir RUN_DIR` `point_s` after it made its run folder,
-    then rerun it with --resume auto."""
-    killed = run_and_kill(cli("train", *args, "--run-dir", run_dir), point_s, run_dir, run_dir.exists)
-    rerun = subprocess.run(cli("train", *args, "--run-dir", run_dir, "--resume", "auto", "--json"), env=cli_env(),
-                           capture_output=True)
-    return killed, rerun
+def train_kill(args: list[str], run_dir: Path, point_s: float) -> Killed:
+    """kill -9 `alexnet train ARGS --run-dir RUN_DIR` `point_s` after it made its run folder."""
+    return run_and_kill(cli("train", *args, "--run-dir", run_dir), point_s, run_dir, run_dir.exists)
 
 
 def weights(path: Path) -> dict:
@@ -166,3 +166,168 @@ def start_ranks(cmd: list[str], world_size: int, **env: str) -> list[subprocess.
                            OMP_NUM_THREADS="1", **env)
         procs.append(subprocess.Popen(cmd, env=rank_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
+
+
+# --------------------------------------------------------------------------------------------
+# Trials: a reference run, then kills at random points of it, each compared with the reference
+
+
+@dataclass
+class Trial:
+    """One kill -9 and rerun: where it hit, and whether the rerun's result equals the reference."""
+
+    point_s: float  # seconds after the command began its work
+    killed: bool  # False: the command had already finished when the kill came
+    on_disk: list[str]  # the output folder right after the kill
+    rerun_code: int
+    different: list[str]  # what differs from the reference (empty: identical)
+    attempts: int = 1  # runs it took to hit one mid-work (see `kill_at_fraction`)
+
+    @property
+    def ok(self) -> bool:
+        return self.killed and self.rerun_code == 0 and not self.different
+
+    def line(self, k: int) -> str:
+        verdict = "identical" if not self.different else f"DIFFERENT: {', '.join(self.different)[:200]}"
+        hit = "killed" if self.killed else "missed (had finished)"
+        tries = f" (attempt {self.attempts})" if self.attempts > 1 else ""
+        return (f"trial {k}: kill -9 at {self.point_s:.2f}s{tries}: {hit}, {len(self.on_disk)} files on disk; "
+                f"rerun exit {self.rerun_code}; {verdict}")
+
+
+def kill_fractions(rng, n: int, low: float = 0.05, high: float = 0.8) -> list[float]:
+    """n moments of a run, as fractions of its working time, drawn from `rng` (kept inside the
+    run so that each kill hits it mid-work)."""
+    return sorted(rng.uniform(low, high) for _ in range(n))
+
+
+def kill_at_fraction(kill: Callable[[float], Killed], fraction: float, work_s: float, clear: Callable[[], None],
+                     attempts: int = 3) -> tuple[Killed, int]:
+    """kill(fraction * work_s); on a shared machine a run can be faster than the reference that
+    measured `work_s`, so a kill that came after the end is retried (after `clear()`) at the same
+    fraction of that faster run's time. Returns the last Killed and the attempts it took."""
+    killed, attempt = kill(fraction * work_s), 1
+    while not killed.killed and attempt < attempts:
+        clear()
+        killed, attempt = kill(fraction * killed.finished_s), attempt + 1
+    return killed, attempt
+
+
+def prep_kill_trials(src: Path, root: Path, args: list[str], n: int, rng) -> tuple[float, list[Trial]]:
+    """An uninterrupted `alexnet prep SRC root/reference/d.h5 ARGS`, then `n` kill -9s at random
+    points of it, each rerun to the end and compared with the reference (dataset_fingerprint).
+    Returns the reference's working seconds and the trials."""
+    reference = root / "reference" / "d.h5"
+    reference.parent.mkdir(parents=True)
+    t_start, total = timed(cli("prep", src, reference, *args), reference.with_name("d.h5.lock").exists)
+    expected = dataset_fingerprint(reference)
+    trials = []
+    for k, fraction in enumerate(kill_fractions(rng, n)):
+        out = root / f"trial{k}" / "d.h5"
+        killed, attempts = kill_at_fraction(lambda point: prep_kill(src, out, args, point), fraction, total - t_start,
+                                            lambda: shutil.rmtree(out.parent))
+        rerun = subprocess.run(cli("prep", src, out, *args), env=cli_env(), capture_output=True)
+        different = [rerun.stderr.decode().strip()[-300:]] if rerun.returncode else []
+        if rerun.returncode == 0:
+            got = dataset_fingerprint(out)
+            different = [key for key in expected if got[key] != expected[key]] + leftovers(out.parent)
+        trials.append(Trial(killed.point_s, killed.killed, killed.on_disk, rerun.returncode, different, attempts))
+    return total - t_start, trials
+
+
+def train_kill_trials(args: list[str], root: Path, n: int, rng) -> tuple[float, list[Trial]]:
+    """An uninterrupted `alexnet train ARGS --run-dir root/reference`, then `n` kill -9s at random
+    points of it, each resumed with --resume auto and compared with the reference: bit-identical
+    weights in last.pt and best.pt, and the same losses and accuracies in metrics.csv. A trial's
+    run folder is deleted once compared (checkpoints of the paper net are hundreds of MB)."""
+    reference = root / "reference"
+    t_start, total = timed(cli("train", *args, "--run-dir", reference), reference.exists)
+    trials = []
+    for k, fraction in enumerate(kill_fractions(rng, n)):
+        run_dir = root / f"trial{k}"
+        killed, attempts = kill_at_fraction(lambda point: train_kill(args, run_dir, point), fraction, total - t_start,
+                                            lambda: shutil.rmtree(run_dir))
+        rerun = subprocess.run(cli("train", *args, "--run-dir", run_dir, "--resume", "auto", "--json"), env=cli_env(),
+                               capture_output=True)
+        different = [rerun.stderr.decode().strip()[-300:]] if rerun.returncode else []
+        if rerun.returncode == 0:
+            for name in ("last.pt", "best.pt"):
+                different += [f"{name}:{key}" for key in different_weights(weights(run_dir / name), weights(reference / name))]
+            if learning_curve(run_dir) != learning_curve(reference):
+                different.append("metrics.csv")
+            different += leftovers(run_dir)
+        trials.append(Trial(killed.point_s, killed.killed, killed.on_disk, rerun.returncode, different, attempts))
+        shutil.rmtree(run_dir)
+    return total - t_start, trials
+
+
+def learning_curve(run_dir: Path) -> list[dict]:
+    """metrics.csv without its timings (which differ from run to run)."""
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k not in ("images_per_s", "elapsed_s")} for row in csv.DictReader(f)]
+
+
+# --------------------------------------------------------------------------------------------
+# A rank of a 2-process run dies (SIGKILL) or hangs (SIGSTOP)
+
+
+@dataclass
+class RankFault:
+    victim: int
+    how: str  # "kill" (SIGKILL) or "stop" (SIGSTOP: alive but never answers)
+    survivor_code: int | None  # None: still running `bound_s` after the fault (a hang)
+    exit_s: float  # from the fault to the survivor's exit
+    survivor_err: list[str]  # its stderr, progress lines left out
+    checkpoint_step: int | None  # the step of last.pt when the run was resumed
+    resume_codes: list[int]
+    resumed: list[str]  # the resumed run's "resuming ..." line(s)
+    summary: dict | None  # the resumed run's --json summary (rank 0)
+
+    def line(self) -> str:
+        err = self.survivor_err[-1] if self.survivor_err else ""
+        return (f"{self.how} rank {self.victim}: survivor exit {self.survivor_code} after {self.exit_s:.1f}s ({err[:160]}); "
+                f"resumed from step {self.checkpoint_step}: exit {self.resume_codes}, "
+                f"{self.summary and self.summary['steps']} steps, stopped {self.summary and self.summary['stopped']}")
+
+
+def rank_fault_trial(args: list[str], run_dir: Path, victim: int, how: str = "kill", delay_s: float = 0.0,
+                     timeout_min: str = "0.5", bound_s: float = 120) -> RankFault:
+    """Two gloo ranks of `alexnet train ARGS --run-dir RUN_DIR` started by hand; once last.pt
+    exists (and `delay_s` later) rank `victim` gets SIGKILL or SIGSTOP; the survivor must exit
+    by itself. Then both ranks rerun with --resume auto."""
+    import torch
+
+    timeout_env = {"ALEXNET_DIST_TIMEOUT_MIN": timeout_min}
+    procs = start_ranks(cli("train", *args, "--run-dir", run_dir), 2, **timeout_env)
+    survivor = procs[1 - victim]
+    try:
+        deadline = time.monotonic() + 600
+        while not (run_dir / "last.pt").exists() and all(p.poll() is None for p in procs):
+            assert time.monotonic() < deadline, "no checkpoint within 600 s"
+            time.sleep(0.01)
+        time.sleep(delay_s)
+        procs[victim].send_signal(signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+        t_fault = time.monotonic()
+        try:
+            _, err = survivor.communicate(timeout=bound_s)
+            code = survivor.returncode
+        except subprocess.TimeoutExpired:
+            err, code = "", None
+        exit_s = time.monotonic() - t_fault
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()  # SIGKILL ends a stopped process too
+            p.communicate()
+    checkpoint_step = torch.load(run_dir / "last.pt", weights_only=True, mmap=True)["step"]
+    procs = start_ranks(cli("train", *args, "--run-dir", run_dir, "--resume", "auto", "--json"), 2, **timeout_env)
+    outputs = [p.communicate(timeout=600) for p in procs]
+    summaries = [json.loads(line) for line in outputs[0][0].splitlines() if line.startswith("{")]
+    return RankFault(
+        victim, how, code, exit_s,
+        [line for line in err.strip().splitlines() if not line.startswith("epoch ")],
+        checkpoint_step,
+        [p.returncode for p in procs],
+        [line for line in outputs[0][1].splitlines() if line.startswith("resuming")],
+        summaries[0] if summaries else None,
+    )

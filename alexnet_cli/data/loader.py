@@ -17,6 +17,7 @@ HDF5 handle crosses a fork.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import math
 import signal
 import weakref
@@ -178,6 +179,8 @@ def batch_loader(images: StoredImages, batches: list[LocalBatch], workers: int,
         prefetch_factor=4 if workers else None,
         persistent_workers=False,
     )
+    if workers:
+        release_free_heap()
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, PREEMPTION_SIGNALS) if workers else None
     try:
         batches_in_order = iter(data)  # forks the workers
@@ -196,6 +199,18 @@ def batch_loader(images: StoredImages, batches: list[LocalBatch], workers: int,
         # exit handler, whose SIGTERM these workers ignore, so the process would never exit.
         stop_workers(batches_in_order)
         del batches_in_order
+
+
+def release_free_heap() -> None:
+    """Give the heap memory glibc keeps after frees back to the OS (a no-op elsewhere). Done
+    before forking workers: train.keep_freed_memory lets the main process keep up to 1 GiB of
+    freed heap, and each worker forked from it would inherit those pages and, as the main process
+    reuses them, end up with its own copy (measured: workers' memory growing by 1-2 GiB over
+    10 epochs; benchmarks/loader_rss.py)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def stop_workers(iterator: object) -> None:
