@@ -90,25 +90,26 @@ def measured():
     m.cpu_seconds = _cpu() - cpu
 
 
-def ours(index: Path, workers: int, batch_size: int, epoch: int) -> Measure:
+def ours(index: Path, workers: int, batch_size: int, epoch: int, passes: int) -> Measure:
     ds = PreparedDataset(index)
     preprocess = preprocess_from_stats(ds.stats.mean_image)
     pca = pca_from_stats(ds.stats.eigenvalues, ds.stats.eigenvectors)
     images = loader.StoredImages(ds.split("train"), train=True, seed=0)
-    batches = loader.epoch_batches(np.arange(len(images)), batch_size, seed=0, epoch=epoch)
+    batches = loader.epoch_batches(np.tile(np.arange(len(images)), passes), batch_size, seed=0, epoch=epoch)
     with measured() as m:
         for batch in loader.batch_loader(images, batches, workers):
             m.images += train_input(batch, preprocess, pca, "cpu").shape[0]
     return m
 
 
-def pytorch_examples(root: Path, workers: int, batch_size: int) -> Measure:
+def pytorch_examples(root: Path, workers: int, batch_size: int, passes: int) -> Measure:
     import torchvision.transforms as T
     from torchvision.datasets import ImageFolder
 
     normalize = T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
     transform = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
-    data = torch.utils.data.DataLoader(ImageFolder(root, transform), batch_size=batch_size, shuffle=True, num_workers=workers)
+    folder = torch.utils.data.ConcatDataset([ImageFolder(root, transform)] * passes)
+    data = torch.utils.data.DataLoader(folder, batch_size=batch_size, shuffle=True, num_workers=workers)
     with measured() as m:
         for x, _ in data:
             m.images += x.shape[0]
@@ -122,6 +123,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--passes", type=int, default=8,
+                   help="each measured epoch goes over the 1000 images this many times: a real epoch "
+                        "(1.28M images) does not restart its workers every 1000 images, for either pipeline")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
     p.add_argument("--codecs", default="jpeg,raw", help="how our HDF5 copies store the images (prep's --codec)")
     a = p.parse_args()
@@ -133,13 +137,13 @@ def main() -> None:
         sys.exit(f"{a.src}: the imagenet-sample folder is missing (see ../shared/data/README.md)")
     folder = image_folder(a.src, a.cache)
     indexes = {codec: sample_hdf5(a.src, a.cache, codec) for codec in a.codecs.split(",")}
-    print(f"{a.src}: 1000 images, batch {a.batch_size}, {a.workers} workers, {torch.get_num_threads()} torch thread(s) in the main process")
+    print(f"{a.src}: 1000 images x {a.passes} passes an epoch, batch {a.batch_size}, {a.workers} workers, {torch.get_num_threads()} torch thread(s) in the main process")
     names = [f"ours ({codec})" for codec in indexes]
     runs: dict[str, list[Measure]] = {name: [] for name in [*names, "pytorch/examples"]}
     for r in range(a.rounds):
         for name, index in zip(names, indexes.values()):
-            runs[name].append(ours(index, a.workers, a.batch_size, epoch=r))
-        runs["pytorch/examples"].append(pytorch_examples(folder, a.workers, a.batch_size))
+            runs[name].append(ours(index, a.workers, a.batch_size, epoch=r, passes=a.passes))
+        runs["pytorch/examples"].append(pytorch_examples(folder, a.workers, a.batch_size, a.passes))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1].rate:.0f} img/s ({v[-1].cpu_ms:.2f} CPU ms/img)" for k, v in runs.items()), flush=True)
     rate = {k: statistics.median(m.rate for m in v) for k, v in runs.items()}
     cpu = {k: statistics.median(m.cpu_ms for m in v) for k, v in runs.items()}
