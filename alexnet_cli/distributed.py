@@ -68,15 +68,15 @@ def init(backend: str | None = None, timeout: datetime.timedelta | None = None) 
     return info
 
 
-def peer_failure(e: RuntimeError, rank: int, resume_from: str) -> AlexnetError:
+def peer_failure(e: RuntimeError, rank: int, fix: str) -> AlexnetError:
     """A collective that failed because another process of the run died (its connection
-    closed) or stopped responding (the timeout), as one line saying how to continue."""
+    closed) or stopped responding (the timeout), as one line ending with `fix` (how to go on)."""
     # e.g. "[../gloo/transport/tcp/pair.cc:561] Connection closed by peer [127.0.0.1]:36277. This
     # is typically caused by ...": the first sentence, without the source location.
     reason = re.sub(r"^\[[^\]]*\]\s*", "", str(e).strip().splitlines()[0]).split(". ")[0][:160]
     return AlexnetError(
         f"rank {rank}: {reason} (another process of the run died, or hung past {TIMEOUT_ENV}="
-        f"{collective_timeout().total_seconds() / 60:g} min); rerun with --resume auto to continue from {resume_from}"
+        f"{collective_timeout().total_seconds() / 60:g} min); {fix}"
     )
 
 

@@ -338,6 +338,10 @@ def run_eval(
     try:
         classifier = load_classifier(devices_for(gpus, info.local_rank), checkpoint, arch, weights)
         return evaluate(classifier, dataset, config, info)
+    except RuntimeError as e:
+        if info.enabled:
+            raise distributed.peer_failure(e, info.rank, "rerun the same command") from e
+        raise
     finally:
         distributed.shutdown()
 

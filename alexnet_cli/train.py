@@ -113,7 +113,8 @@ def train(cfg: TrainConfig, progress: TrainProgress | None = None) -> dict[str, 
             return _train(cfg, place, rank, stop, progress or TrainProgress(rank.is_main, log_every=cfg.log_every))
     except RuntimeError as e:
         if rank.enabled:
-            raise distributed.peer_failure(e, rank.rank, str(Path(cfg.run_dir) / "last.pt")) from e
+            last = Path(cfg.run_dir) / "last.pt"
+            raise distributed.peer_failure(e, rank.rank, f"rerun with --resume auto to continue from {last}") from e
         raise
     finally:
         distributed.shutdown()

@@ -162,3 +162,39 @@ def test_the_freed_heap_train_keeps_is_released_before_loader_workers_fork():
     assert r.returncode == 0, r.stderr
     before, kept, released = map(int, r.stdout.split())
     assert kept - before > 250 and kept - released > 250, r.stdout
+
+
+DYING_PEER = """
+import os
+from alexnet_cli import distributed
+distributed.init("gloo")
+os._exit(0)  # joined the run, then died before scoring anything
+"""
+
+
+def test_a_dead_peer_of_a_distributed_eval_is_one_line_saying_to_rerun(tmp_path):
+    """Rank 1 of a 2-process `alexnet eval` dies after joining: rank 0's first collective fails
+    and it exits 1 with one line naming the cause and the fix, not an internal error."""
+    from alexnet_cli.data.format import PreparedDataset
+    from tests.conftest import write_checkpoint
+    from tests.reliability_helpers import cli, free_port
+
+    data = make_dataset(tmp_path / "data", classes=2, train_per_class=1, val_per_class=2)
+    ds = PreparedDataset(data)
+    ckpt = write_checkpoint(tmp_path / "ckpt.pt", ds.classes, ds.stats.mean_image)
+    port = str(free_port())
+    procs = []
+    for rank, cmd in enumerate([cli("eval", ckpt, "--data", data, "--gpus", "0"), [sys.executable, "-c", DYING_PEER]]):
+        env = cli_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=port, OMP_NUM_THREADS="1", ALEXNET_DIST_TIMEOUT_MIN="0.5")
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        _, err = procs[0].communicate(timeout=120)
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    lines = err.strip().splitlines()
+    assert procs[0].returncode == EXIT_FAILED and len(lines) == 1, err
+    assert lines[0].startswith("error: rank 0: ") and "another process of the run died" in lines[0], err
+    assert lines[0].endswith("rerun the same command"), err
