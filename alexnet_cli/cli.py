@@ -442,7 +442,7 @@ def demo(
         elif step.name == "train":
             last = r.get("last_epoch", {})
             out.print(
-                f"  {r.get('epochs_completed')} epochs, {r.get('steps')} steps, val top-1 {last.get('val_top1', float('nan')):.1f}% "
+                f"  {r.get('epochs_completed')} epoch{'' if r.get('epochs_completed') == 1 else 's'}, {r.get('steps')} steps, val top-1 {last.get('val_top1', float('nan')):.1f}% "
                 f"({step.seconds:.1f} s); {workdir / 'run'}: best.pt, last.pt, metrics.csv, curves.png",
                 highlight=False,
             )
