@@ -279,9 +279,8 @@ def _train(cfg: TrainConfig, place: "Placement", rank: distributed.DistInfo, sto
         else:
             scheduler.step()
         improved = val["val_top1"] is not None and (state.best_top1 is None or val["val_top1"] > state.best_top1)
-        if improved:
+        if improved:  # best.pt before last.pt: a kill in between redoes this epoch, and so this write
             state.best_top1 = val["val_top1"]
-        if improved:  # before last.pt: a kill in between redoes this epoch, and so this write
             checkpoint(run_dir / "best.pt", with_optimizer=False)  # for eval/predict; resume uses last.pt
         checkpoint(run_dir / "last.pt")
         last_save = time.perf_counter()
@@ -425,9 +424,10 @@ def prepare_run_dir(run_dir: Path, resume: str | None, force: bool, is_main: boo
     if resume in ("last", "auto") and last.is_file():
         return last
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
-    # 'auto' without last.pt: a run killed before its first last.pt (best.pt is written just
-    # before it), so what is there is that run's own and it starts over.
-    if existing and not force and resume != "auto":
+    # 'auto' finding only best.pt: a run killed between its first best.pt and last.pt (metrics
+    # come after both), which cannot resume and starts over. Anything more is a run to keep.
+    first_epoch_leftover = resume == "auto" and existing == ["best.pt"]
+    if existing and not force and not first_epoch_leftover:
         raise InputError(
             f"{run_dir} already holds a run ({', '.join(existing)}); continue it with --resume auto, "
             "or start over with --force (deletes its checkpoints and metrics)"

@@ -203,6 +203,23 @@ def test_an_existing_run_is_never_overwritten_without_resume_or_force(straight, 
         train(TrainConfig(synthetic=True, run_dir=str(tmp_path), resume="last", gpus=0), QUIET)
 
 
+def test_resume_auto_starts_over_only_on_a_lone_first_best_pt(tmp_path):
+    """Without last.pt, --resume auto starts over only on what a kill between the first best.pt
+    and last.pt leaves (best.pt alone); a run with metrics is never deleted."""
+    from alexnet_cli.train import prepare_run_dir
+
+    lone, kept = tmp_path / "lone", tmp_path / "kept"
+    for run in (lone, kept):
+        run.mkdir()
+        (run / "best.pt").write_bytes(b"x")
+    (kept / "metrics.csv").write_text("epoch\n1\n2\n")
+    assert prepare_run_dir(lone, "auto", force=False, is_main=True) is None
+    assert not (lone / "best.pt").exists()
+    with pytest.raises(InputError, match="already holds a run \\(best.pt, metrics.csv\\)"):
+        prepare_run_dir(kept, "auto", force=False, is_main=True)
+    assert (kept / "best.pt").exists() and (kept / "metrics.csv").exists()
+
+
 def test_resume_refuses_a_changed_recipe(data, straight):
     with pytest.raises(InputError, match="--lr 0.01 \\(now 0.02\\)"):
         train(config(data, straight[0], resume="last", lr=0.02), QUIET)
