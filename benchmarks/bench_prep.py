@@ -10,6 +10,12 @@ index). Rounds are interleaved so that a noisy machine hurts both alike; the med
 Per core = images per CPU-second, counted over every process (ours: main plus workers), so a
 busy shared machine changes it less than wall time. Scaling = wall time with 1 worker over
 wall time with 2 workers. The last line prints both ratios.
+
+Two more single-process rows bound what any prep can reach per core, measured in the same
+rounds: "decode only" (prep's decoder, libjpeg-turbo through simplejpeg, on every file) and
+"steps only" (the naive loop's own steps, decode, resize, encode, done prep's fastest way,
+with no statistics, checksums, files or processes). The last line prints naive / steps only:
+the per-core ratio prep would reach if everything else it does were free.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from PIL import Image  # noqa: E402
 
-from alexnet_cli.data.format import JPEG_QUALITY  # noqa: E402
+from alexnet_cli.data import imaging  # noqa: E402
+from alexnet_cli.data.format import JPEG_QUALITY, encode_image  # noqa: E402
 from alexnet_cli.data.prep import PrepConfig, prepare  # noqa: E402
 from alexnet_cli.data.sources import is_image_name  # noqa: E402
 
@@ -45,6 +52,18 @@ def naive(files: list[Path]) -> None:
         left, top = (w - 256) // 2, (h - 256) // 2
         im = im.crop((left, top, left + 256, top + 256))
         im.save(io.BytesIO(), format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+
+
+def decode_only(files: list[Path]) -> None:
+    for path in files:
+        data = path.read_bytes()
+        with Image.open(io.BytesIO(data)) as im:
+            imaging.decode_rgb(im, data)
+
+
+def steps_only(files: list[Path]) -> None:
+    for path in files:
+        encode_image(imaging.load_256(path.read_bytes()), "jpeg", JPEG_QUALITY)
 
 
 def cpu_seconds() -> float:
@@ -78,9 +97,13 @@ def main() -> None:
         (src / "all").mkdir(parents=True)
         for f in files:
             os.symlink(f.resolve(), src / "all" / f.name)
-        results: dict[str, list[tuple[float, float]]] = {"naive": [], "ours 1 worker": [], "ours 2 workers": []}
+        results: dict[str, list[tuple[float, float]]] = {
+            "naive": [], "ours 1 worker": [], "ours 2 workers": [], "decode only": [], "steps only": []
+        }
         for r in range(args.rounds):
             results["naive"].append(timed(lambda: naive(files)))
+            results["decode only"].append(timed(lambda: decode_only(files)))
+            results["steps only"].append(timed(lambda: steps_only(files)))
             results["ours 1 worker"].append(timed(lambda: ours(src, 1, scratch)))
             results["ours 2 workers"].append(timed(lambda: ours(src, 2, scratch)))
             print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1][0]:.2f} s wall {v[-1][1]:.2f} s cpu" for k, v in results.items()), flush=True)
@@ -88,14 +111,18 @@ def main() -> None:
     wall = {k: statistics.median(w for w, _ in v) for k, v in results.items()}
     cpu = {k: statistics.median(c for _, c in v) for k, v in results.items()}
     print(f"{n} images from {args.data}, {os.cpu_count()} cores, median of {args.rounds} interleaved rounds")
-    print(f"{'':16s} {'img/s wall':>11s} {'img/CPU-s':>10s}")
+    print(f"{'':16s} {'img/s wall':>11s} {'img/CPU-s':>10s} {'ms CPU/img':>11s}")
     for k in results:
-        print(f"{k:16s} {n / wall[k]:11.1f} {n / cpu[k]:10.1f}")
+        print(f"{k:16s} {n / wall[k]:11.1f} {n / cpu[k]:10.1f} {cpu[k] / n * 1e3:11.2f}")
     per_core = (n / cpu["ours 1 worker"]) / (n / cpu["naive"])
     per_core_wall = (n / wall["ours 1 worker"]) / (n / wall["naive"])
     scaling = wall["ours 1 worker"] / wall["ours 2 workers"]
+    bound = cpu["naive"] / cpu["steps only"]
     print(f"per core vs naive (CPU-s): {per_core:.2f}x (wall, 1 worker: {per_core_wall:.2f}x)")
-    print(f"ratio: per-core {per_core:.2f}x vs naive Pillow loop; 1->2 workers {scaling:.2f}x")
+    print(f"decode alone is {cpu['decode only'] / cpu['naive']:.0%} of the naive loop's CPU time; "
+          f"decode + resize + encode alone, prep's way: {cpu['steps only'] / cpu['naive']:.0%}")
+    print(f"ratio: per-core {per_core:.2f}x vs naive Pillow loop; 1->2 workers {scaling:.2f}x; "
+          f"bound (the naive loop's steps alone, prep's way) {bound:.2f}x")
 
 
 if __name__ == "__main__":

@@ -138,3 +138,21 @@ def test_undecodable_bytes_raise_with_a_short_reason(photo, make, reason):
 def test_missing_file_is_not_a_decode_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_256(tmp_path / "nope.JPEG")
+
+
+def test_pixel_sums_are_exact_at_the_integer_limits():
+    """Each crop's sum x x^T is accumulated in uint32: a white crop reaches 65536 * 255^2, just
+    under 2^32, and a wrong accumulator (uint16 products summed as uint16, a float) fails here."""
+    from alexnet_cli.data.format import PixelSums
+
+    side = 256
+    rng = np.random.default_rng(0)
+    images = [np.full((side, side, 3), 255, np.uint8), rng.integers(0, 256, (side, side, 3), dtype=np.uint8),
+              np.full((side, side, 3), 255, np.uint8)]
+    sums = PixelSums()
+    sums.add_images(images)
+    pixels = np.concatenate([im.reshape(-1, 3) for im in images]).astype(object)  # Python ints
+    expected = [[int(sum(pixels[:, i] * pixels[:, j])) for j in range(3)] for i in range(3)]
+    assert sums.sumsq.tolist() == expected
+    assert sums.sum.tolist() == [int(v) for v in pixels.sum(0)]
+    assert sums.n == 3 * side * side and sums.images == 3

@@ -60,11 +60,11 @@ class PixelSums:
     image_sum: np.ndarray = field(default_factory=lambda: np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), np.int64))
 
     def add_image(self, pixels: np.ndarray) -> None:
-        """Add one HxWx3 uint8 image."""
+        """Add one 256x256x3 uint8 image."""
         self.add_images([pixels])
 
     def add_images(self, images: list[np.ndarray]) -> None:
-        """Add HxWx3 uint8 images (in one call: cheaper per image than `add_image`)."""
+        """Add 256x256x3 uint8 images (in one call: cheaper per image than `add_image`)."""
         for start in range(0, len(images), 257):
             # per-position sums of up to 257 images fit uint16 (257 * 255 < 2^16): a cheap
             # SIMD add per image, widened to int64 once per block; sum x follows from it
@@ -73,10 +73,11 @@ class PixelSums:
                 np.add(block, pixels, out=block)
                 # channels x pixels in uint16: every product of two uint8 values fits
                 # (255^2 < 2^16), so each entry of sum x x^T is one SIMD multiply and an exact
-                # uint64 sum of contiguous rows (2x faster than an int64 matmul)
+                # integer sum of contiguous rows (2x faster than an int64 matmul), in uint32:
+                # one 256x256 crop sums to at most 65536 * 255^2 < 2^32 (25% cheaper than uint64)
                 c = np.ascontiguousarray(pixels.reshape(-1, 3).T, dtype=np.uint16)
                 for i, j in _PAIRS:
-                    self.sumsq[i, j] += int(np.multiply(c[i], c[j]).sum(dtype=np.uint64))
+                    self.sumsq[i, j] += int(np.multiply(c[i], c[j]).sum(dtype=np.uint32))
                 self.n += c.shape[1]
                 self.images += 1
             self.image_sum += block
