@@ -331,3 +331,14 @@ def rank_fault_trial(args: list[str], run_dir: Path, victim: int, how: str = "ki
         [line for line in outputs[0][1].splitlines() if line.startswith("resuming")],
         summaries[0] if summaries else None,
     )
+
+
+class CodePayload:
+    """Unpickling this runs `touch marker`: what a malicious checkpoint would carry. Loaders must
+    refuse it, and the marker must never appear."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

@@ -28,6 +28,7 @@ from alexnet_cli.evaluate import (
     topk_hits,
 )
 from tests.conftest import REPO_ROOT, cli_in_process, run_cli, write_dataset
+from tests.reliability_helpers import CodePayload
 
 CPU = [torch.device("cpu")]
 
@@ -200,18 +201,10 @@ def test_torchvision_weights_on_an_imagenet_subset(eval_set, torchvision_weights
 # Refusals: one line, exit 2, no traceback
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_a_pickle_carrying_code_is_refused_and_never_run(eval_set, tmp_path, capsys):
     marker = tmp_path / "ran"
     evil = tmp_path / "alexnet-owt-evil.pth"
-    torch.save({"features.0.weight": torch.zeros(1), "x": _Payload(marker)}, evil)
+    torch.save({"features.0.weight": torch.zeros(1), "x": CodePayload(marker)}, evil)
     r = run_cli("eval", "--arch", "torchvision", "--weights", evil, "--data", eval_set.data, "--gpus", "0")
     err = r.stderr.decode()
     assert r.returncode == 2 and "refused to load" in err and str(evil) in err

@@ -35,7 +35,7 @@ from alexnet_cli.errors import EXIT_FAILED, EXIT_USAGE, InputError
 from alexnet_cli.fileio import atomic_write_text
 from alexnet_cli.model import ModelConfig
 from tests.conftest import REPO_ROOT, cli_in_process, make_dataset, run_cli, write_checkpoint
-from tests.reliability_helpers import cli, cli_env, leftovers
+from tests.reliability_helpers import CodePayload, cli, cli_env, leftovers
 
 
 def assert_one_line(code: int, err: str, expected: int, *texts: str) -> None:
@@ -363,19 +363,11 @@ def test_resume_from_a_checkpoint_of_other_classes_is_refused(tiny, checkpoint, 
     assert_one_line(code, err, EXIT_USAGE, str(run / "last.pt"), "trained on other classes", "resume with the same dataset")
 
 
-class _Payload:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_a_pickle_carrying_code_is_refused_by_predict_and_train_and_never_runs(tiny, tmp_path, capsys):
     marker = tmp_path / "payload-ran"
     run = tmp_path / "run"
     run.mkdir()
-    torch.save({"format": "alexnet-cli checkpoint", "model": _Payload(marker)}, run / "last.pt")
+    torch.save({"format": "alexnet-cli checkpoint", "model": CodePayload(marker)}, run / "last.pt")
     image = tmp_path / "x.png"
     image.write_bytes(png_bytes(Image.new("RGB", (64, 64))))
     for args in (["predict", image, "--checkpoint", run / "last.pt", "--gpus", "0"],
