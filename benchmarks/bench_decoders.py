@@ -33,6 +33,7 @@ from alexnet_cli.data.sources import is_image_name  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"
 Decoder = Callable[[bytes], np.ndarray]
+PREPS = "simplejpeg (libjpeg-turbo), prep's"
 
 
 def pillow(data: bytes) -> np.ndarray:
@@ -44,7 +45,7 @@ def candidates() -> dict[str, Decoder | str]:
     """name -> decoder, or the reason it is not measured."""
     found: dict[str, Decoder | str] = {
         "Pillow (libjpeg-turbo, RGBX)": pillow,
-        "simplejpeg (libjpeg-turbo), prep's": lambda d: simplejpeg.decode_jpeg(d, "RGB"),
+        PREPS: lambda d: simplejpeg.decode_jpeg(d, "RGB"),
         "simplejpeg fastdct+fastupsample": lambda d: simplejpeg.decode_jpeg(d, "RGB", fastdct=True, fastupsample=True),
     }
     try:
@@ -120,7 +121,7 @@ def main() -> None:
         ms, per_image = time_decoder(decode, datas, args.rounds)
         diff = max(int(np.abs(decode(d).astype(np.int16) - r.astype(np.int16)).max()) for d, r in zip(datas, reference))
         print(f"{name:40s} {ms:9.3f} {diff:21d}")
-        if name.endswith("prep's"):
+        if name == PREPS:
             ours_per_image = per_image
     shorter = np.array([min(simplejpeg.decode_jpeg_header(d)[:2]) for d in datas])
     seconds = np.array(ours_per_image)
