@@ -167,6 +167,10 @@ def _train(cfg: TrainConfig, place: "Placement", rank: distributed.DistInfo, sto
         scheduler.load_state_dict(ckpt["scheduler"])
         state = RunState.from_checkpoint(ckpt, rank.is_main)
         progress.message(f"resuming {resume_from}: epoch {state.epoch + 1}, step {state.epoch_step} of it")
+        if rank.is_main and state.metrics:
+            # last.pt is written before metrics.csv: a kill in between, after the last epoch,
+            # would otherwise lose that epoch's row for good (nothing is left to run)
+            write_records(run_dir, state.metrics, cfg.arch)
     board = open_tensorboard(run_dir, progress) if cfg.tensorboard and rank.is_main else None
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp)
     dtype = torch.float32
@@ -285,10 +289,7 @@ def _train(cfg: TrainConfig, place: "Placement", rank: distributed.DistInfo, sto
         checkpoint(run_dir / "last.pt")
         last_save = time.perf_counter()
         if rank.is_main:
-            write_metrics(run_dir / "metrics.csv", state.metrics)
-            from alexnet_cli.plots import draw_curves
-
-            draw_curves(state.metrics, run_dir / "curves.png", title=f"AlexNet ({cfg.arch}) {run_dir.name}")
+            write_records(run_dir, state.metrics, cfg.arch)
             if board is not None:
                 for key in METRIC_COLUMNS[1:]:
                     if row[key] is not None:
@@ -453,6 +454,14 @@ def check_resumable(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
         raise InputError(
             f"{path}: was trained with {detail}; resume with the same options, or start a new run with --force"
         )
+
+
+def write_records(run_dir: Path, rows: list[dict[str, Any]], arch: str) -> None:
+    """metrics.csv and curves.png from the epochs so far (both follow from last.pt's metrics)."""
+    from alexnet_cli.plots import draw_curves
+
+    write_metrics(run_dir / "metrics.csv", rows)
+    draw_curves(rows, run_dir / "curves.png", title=f"AlexNet ({arch}) {run_dir.name}")
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -68,6 +68,19 @@ def test_stopped_after_an_epoch_and_mid_epoch_resumes_to_the_same_weights(data, 
     assert load_checkpoint(tmp_path / "last.pt")["metrics"][1]["train_loss"] == straight[1]["last_epoch"]["train_loss"]
 
 
+def test_resume_rewrites_the_records_a_kill_after_the_last_checkpoint_left_out(data, tmp_path):
+    """A kill between the final epoch's last.pt and its metrics.csv/curves.png: the run has
+    nothing left to do, and resuming must still restore both from the checkpoint."""
+    train(config(data, tmp_path, epochs=1), QUIET)
+    expected = (tmp_path / "metrics.csv").read_text()
+    (tmp_path / "metrics.csv").unlink()
+    (tmp_path / "curves.png").unlink()
+    summary = train(config(data, tmp_path, epochs=1, resume="auto"), QUIET)
+    assert summary["steps"] == 2 and summary["epochs_completed"] == 1  # no step was run again
+    assert (tmp_path / "metrics.csv").read_text() == expected
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_checkpoint_is_self_contained_and_loads_with_weights_only(straight):
     run, _ = straight
     ckpt = torch.load(run / "last.pt", weights_only=True)
