@@ -54,7 +54,9 @@ def _background(rng: random.Random, size: tuple[int, int]) -> Image.Image:
     return Image.blend(Image.new("RGB", size, base), noise, 0.35)
 
 
-def _polygon(cx: float, cy: float, r: float, n: int, rot: float, inner: float = 1.0) -> list[tuple[float, float]]:
+def _polygon(
+    cx: float, cy: float, r: float, n: int, rot: float, inner: float = 1.0
+) -> list[tuple[float, float]]:
     pts = []
     for i in range(n * (2 if inner != 1.0 else 1)):
         radius = r if i % 2 == 0 or inner == 1.0 else r * inner
@@ -115,7 +117,9 @@ def draw_example(shape: str, hue: float, rng: random.Random) -> Image.Image:
     return img
 
 
-def make_demo_images(root: str | Path, train_per_class: int = 60, val_per_class: int = 20, seed: int = 0) -> dict:
+def make_demo_images(
+    root: str | Path, train_per_class: int = 60, val_per_class: int = 20, seed: int = 0
+) -> dict:
     """Write root/train/<class>/*.JPEG and root/val/<class>/*.JPEG (about 1 in 12 grayscale,
     1 in 15 PNG). Returns counts. Existing files are rewritten identically (deterministic)."""
     root = Path(root)

@@ -61,7 +61,9 @@ def init(backend: str | None = None, timeout: datetime.timedelta | None = None) 
     """
     if not launched_by_torchrun():
         return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    info = DistInfo(
+        int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+    )
     if not dist.is_initialized():
         backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
         dist.init_process_group(backend=backend, timeout=timeout or collective_timeout())
@@ -78,12 +80,6 @@ def peer_failure(e: RuntimeError, rank: int, fix: str) -> AlexnetError:
         f"rank {rank}: {reason} (another process of the run died, or hung past {TIMEOUT_ENV}="
         f"{collective_timeout().total_seconds() / 60:g} min); {fix}"
     )
-
-
-def current() -> DistInfo:
-    if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-    return DistInfo()
 
 
 def shutdown() -> None:
@@ -104,6 +100,11 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether `flag` is true on at least one rank (every rank gets the same answer)."""
+    return all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0
 
 
 def barrier() -> None:

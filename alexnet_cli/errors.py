@@ -1,4 +1,5 @@
-"""Expected failures: each becomes one line on stderr and a documented exit code.
+"""Expected failures: each becomes one line on stderr and a documented exit code; and the
+error texts that several commands share, so that they say the same thing the same way.
 
 Exit codes (also in docs/quickstart.md):
     0  success
@@ -7,7 +8,6 @@ Exit codes (also in docs/quickstart.md):
     75 preempted (SIGTERM/SIGUSR1): a checkpoint was written, rerun with --resume
 """
 
-EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL from sysexits.h: "try again later", the requeue convention
@@ -29,3 +29,14 @@ class Preempted(AlexnetError):
     """Training stopped on a signal after writing a checkpoint; rerun with --resume."""
 
     exit_code = EXIT_PREEMPTED
+
+
+def no_checkpoint(
+    option: str = "CKPT", alternative: str = "--arch torchvision --weights FILE.pth"
+) -> InputError:
+    """A command that needs weights got none: how to give them (`option`: the command's own)."""
+    return InputError(f"no checkpoint: pass {option}, set ALEXNET_CHECKPOINT=CKPT, or use {alternative}")
+
+
+def no_dataset() -> InputError:
+    return InputError("no dataset: pass --data OUT.h5 (written by `alexnet prep`) or set ALEXNET_DATA=OUT.h5")

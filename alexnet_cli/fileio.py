@@ -6,8 +6,8 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from alexnet_cli.errors import InputError
 
@@ -24,11 +24,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     except FileNotFoundError:
-        raise InputError(f"{path}: folder {directory} does not exist; create it or choose another path") from None
+        raise InputError(
+            f"{path}: folder {directory} does not exist; create it or choose another path"
+        ) from None
     except PermissionError:
         raise InputError(f"{path}: folder {directory} is not writable; choose a writable path") from None
     except OSError as e:  # a read-only or full file system
-        raise InputError(f"{path}: cannot write in {directory} ({os_reason(e)}); choose another path") from None
+        raise InputError(
+            f"{path}: cannot write in {directory} ({os_reason(e)}); choose another path"
+        ) from None
     os.close(fd)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results get the usual permissions
@@ -40,7 +44,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync_dir(directory)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise InputError(f"{path}: could not write ({os_reason(e)}); free space or choose another path") from e
+        raise InputError(
+            f"{path}: could not write ({os_reason(e)}); free space or choose another path"
+        ) from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

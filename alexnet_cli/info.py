@@ -54,7 +54,13 @@ def layer_table(config: ModelConfig, image_size: int = 224) -> list[LayerRow]:
             shape = list(output.shape[1:])
             row = rows.get(layer)
             if row is None:
-                rows[layer] = LayerRow(layer, _KIND.get(type(module).__name__, type(module).__name__), shape, params, _macs(module, output))
+                rows[layer] = LayerRow(
+                    layer,
+                    _KIND.get(type(module).__name__, type(module).__name__),
+                    shape,
+                    params,
+                    _macs(module, output),
+                )
                 row = rows[layer]
             else:
                 row.output_shape[0] += shape[0]
@@ -66,7 +72,9 @@ def layer_table(config: ModelConfig, image_size: int = 224) -> list[LayerRow]:
 
         return hook
 
-    handles = [m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, _ROW_TYPES)]
+    handles = [
+        m.register_forward_hook(record(n)) for n, m in model.named_modules() if isinstance(m, _ROW_TYPES)
+    ]
     with torch.no_grad():
         model(torch.zeros(1, 3, image_size, image_size))
     for h in handles:

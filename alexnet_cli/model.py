@@ -17,12 +17,13 @@ docs/recipe.md explains the 224-vs-227 choice (conv1 padding 2).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from alexnet_cli.config import ModelConfig
 
 ARCHES = ("paper", "torchvision")
 
@@ -34,20 +35,6 @@ LRN_SIZE, LRN_K, LRN_ALPHA, LRN_BETA = 5, 2.0, 1e-4, 0.75
 # device, from both towers' fc7 units).
 TOWER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 LAYERS = TOWER_LAYERS + ("fc8",)
-
-
-@dataclass
-class ModelConfig:
-    """What a checkpoint needs to rebuild the network."""
-
-    arch: str = "paper"  # "paper" (this file) or "torchvision" (torchvision.models.alexnet)
-    num_classes: int = 1000
-    dropout: float = 0.5  # section 4.2: p = 0.5 on the outputs of fc6 and fc7
-    weight_std: float = 0.01  # section 5: every weight ~ N(0, 0.01)
-    # Section 5: biases 1 in conv2, conv4, conv5, fc6, fc7 ("accelerates the early stages of
-    # learning by providing the ReLUs with positive inputs"), 0 elsewhere. Caffe's bvlc_alexnet
-    # uses 0.1 because the loss stayed flat with 1; 0.1 is kept as a documented option.
-    bias_init: float = 1.0
 
 
 def _neighbours(reach: int):
@@ -123,7 +110,9 @@ def local_response_norm(
 class LocalResponseNorm(nn.Module):
     """Section 3.3's brightness normalisation, over the channel dim of an NCHW tensor."""
 
-    def __init__(self, size: int = LRN_SIZE, alpha: float = LRN_ALPHA, beta: float = LRN_BETA, k: float = LRN_K):
+    def __init__(
+        self, size: int = LRN_SIZE, alpha: float = LRN_ALPHA, beta: float = LRN_BETA, k: float = LRN_K
+    ):
         super().__init__()
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
@@ -195,7 +184,7 @@ class AlexNet(nn.Module):
         self.register_state_dict_post_hook(_merge_towers_hook)
         self.register_load_state_dict_pre_hook(_split_towers_hook)
 
-    def place(self, devices: Sequence[str | torch.device]) -> "AlexNet":
+    def place(self, devices: Sequence[str | torch.device]) -> AlexNet:
         """Put tower 0 (and fc8) on devices[0] and tower 1 on devices[1]."""
         if len(devices) != 2:
             raise ValueError(f"devices needs two entries (one per tower), got {list(devices)}")
@@ -265,10 +254,12 @@ def init_paper(model: AlexNet, weight_std: float = 0.01, bias_init: float = 1.0)
             module.bias.fill_(bias_init if name.rsplit(".", 1)[-1] in ones else 0.0)
 
 
-def merge_towers(state: dict, prefix: str = "") -> "OrderedDict[str, torch.Tensor]":
+def merge_towers(state: dict, prefix: str = "") -> OrderedDict[str, torch.Tensor]:
     """Per-tower tensors (``towers.0.conv2.weight`` ...) -> the grouped layout (``conv2.weight``),
     in network order. Works on any dict keyed like the model's parameters (e.g. momentum)."""
-    out: OrderedDict[str, torch.Tensor] = OrderedDict((k, v) for k, v in state.items() if not k.startswith(prefix))
+    out: OrderedDict[str, torch.Tensor] = OrderedDict(
+        (k, v) for k, v in state.items() if not k.startswith(prefix)
+    )
     for layer in LAYERS:
         for kind in ("weight", "bias"):
             if layer == "fc8":

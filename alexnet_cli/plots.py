@@ -9,13 +9,14 @@ from __future__ import annotations
 import csv
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from alexnet_cli.errors import InputError
-from alexnet_cli.fileio import atomic_path
+from alexnet_cli.fileio import atomic_path, check_new_file
 
 
 def draw_curves(rows: Sequence[dict[str, Any]], path: str | os.PathLike, title: str = "") -> None:
@@ -39,13 +40,23 @@ def draw_runs(runs: Mapping[str, Sequence[dict[str, Any]]], path: str | os.PathL
     for i, (name, rows) in enumerate(runs.items()):
         prefix = f"{name} " if many else ""
         for split, style in (("train", "--"), ("val", "-")):
-            loss.plot(*series(rows, f"{split}_loss"), style, color=f"C{i}" if many else None, marker=".",
-                      label=f"{prefix}{split}")
+            loss.plot(
+                *series(rows, f"{split}_loss"),
+                style,
+                color=f"C{i}" if many else None,
+                marker=".",
+                label=f"{prefix}{split}",
+            )
             for k, color in (("top1", "C0"), ("top5", "C1")):
                 if many and k == "top5":
                     continue
-                acc.plot(*series(rows, f"{split}_{k}"), style, color=f"C{i}" if many else color, marker=".",
-                         label=f"{prefix}{split} {k.replace('top', 'top-')}")
+                acc.plot(
+                    *series(rows, f"{split}_{k}"),
+                    style,
+                    color=f"C{i}" if many else color,
+                    marker=".",
+                    label=f"{prefix}{split} {k.replace('top', 'top-')}",
+                )
     loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy", ylim=(0, 100))
     for ax in (loss, acc):
@@ -75,6 +86,25 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not out:
         raise InputError(f"{path}: has no epochs yet; plot it after the first epoch")
     return out
+
+
+def plot_runs(
+    run_dirs: Sequence[Path], output: Path | None, force: bool = False
+) -> tuple[Path, dict[str, list]]:
+    """`alexnet plot`: one run's curves.png redrawn in place, or several runs compared in one
+    figure (`output`, default curves.png, replaced only with `force`)."""
+    runs: dict[str, list] = {}
+    for d in run_dirs:
+        name = (d if d.is_dir() else d.parent).name or str(d)
+        while name in runs:
+            name += "'"
+        runs[name] = read_metrics(d)
+    if output is None and len(run_dirs) == 1:
+        output = (run_dirs[0] if run_dirs[0].is_dir() else run_dirs[0].parent) / "curves.png"
+    else:
+        output = check_new_file(output or Path("curves.png"), force)
+    draw_runs(runs, output, title=" vs ".join(runs) if len(runs) > 1 else f"AlexNet {next(iter(runs))}")
+    return output, runs
 
 
 def kernel_grid(weight: np.ndarray, towers: int = 2, scale: int = 4, pad: int = 1) -> np.ndarray:

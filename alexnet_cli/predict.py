@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Sequence
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
+from alexnet_cli.classifier import Classifier
+from alexnet_cli.config import PredictConfig
 from alexnet_cli.data.imaging import ImageDecodeError, load_256
-from alexnet_cli.evaluate import Classifier
 from alexnet_cli.fileio import atomic_path
 
 STDIN = "-"
@@ -55,7 +57,9 @@ def image_extensions() -> frozenset[str]:
 
     Image.init()
     return frozenset(
-        ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN and fmt not in UNDECODABLE
+        ext
+        for ext, fmt in Image.registered_extensions().items()
+        if fmt in Image.OPEN and fmt not in UNDECODABLE
     )
 
 
@@ -100,21 +104,26 @@ def _load(item: ImageInput) -> np.ndarray | str:
         return f"{item.name}: {e.strerror or e}"
 
 
-def top_predictions(probs: torch.Tensor, classes: Sequence[tuple[str, str]], k: int) -> list[list[dict[str, Any]]]:
+def top_predictions(
+    probs: torch.Tensor, classes: Sequence[tuple[str, str]], k: int
+) -> list[list[dict[str, Any]]]:
     """[N, classes] probabilities -> per image the k most probable classes, most probable first."""
     values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
     return [
-        [{"index": i, "wnid": classes[i][0], "name": classes[i][1], "prob": p} for i, p in zip(row_i, row_p)]
-        for row_i, row_p in zip(indices.tolist(), values.tolist())
+        [
+            {"index": i, "wnid": classes[i][0], "name": classes[i][1], "prob": p}
+            for i, p in zip(row_i, row_p, strict=True)
+        ]
+        for row_i, row_p in zip(indices.tolist(), values.tolist(), strict=True)
     ]
 
 
 def predict(
     classifier: Classifier,
     inputs: Sequence[ImageInput],
-    top_k: int = 5,
-    ten_crop: bool = False,
-    batch_size: int = 64,
+    top_k: int = PredictConfig.top_k,
+    ten_crop: bool = PredictConfig.ten_crop,
+    batch_size: int = PredictConfig.batch_size,
     threads: int | None = None,
 ) -> Iterator[Prediction | Failure]:
     """Yield a Prediction or a Failure for every input, in input order."""
@@ -125,10 +134,16 @@ def predict(
             arrays = [px for px in loaded if isinstance(px, np.ndarray)]
             ranked = iter([])
             if arrays:
-                probs = classifier.probabilities(torch.from_numpy(np.stack(arrays)), ten_crop, batch_size).cpu()
+                probs = classifier.probabilities(
+                    torch.from_numpy(np.stack(arrays)), ten_crop, batch_size
+                ).cpu()
                 ranked = iter(top_predictions(probs, classifier.classes, top_k))
-            for item, px in zip(chunk, loaded):
-                yield Prediction(item.name, next(ranked)) if isinstance(px, np.ndarray) else Failure(item.name, px)
+            for item, px in zip(chunk, loaded, strict=True):
+                yield (
+                    Prediction(item.name, next(ranked))
+                    if isinstance(px, np.ndarray)
+                    else Failure(item.name, px)
+                )
 
 
 def write_csv(path: str | os.PathLike, predictions: Sequence[Prediction]) -> None:

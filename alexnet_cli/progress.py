@@ -1,6 +1,8 @@
-"""Training progress for people: a Rich bar per epoch on a terminal, plain lines in logs.
+"""Progress for people: a Rich bar on a terminal, plain lines in logs; always on stderr, so that
+`--json` keeps stdout for the one result object.
 
-Everything goes to stderr, so that `--json` keeps stdout for the one result object.
+`TrainProgress` reports training steps and epochs; `CountProgress` is the (done, total)
+callback of long per-image work such as prep. Both draw their bar with `_bar`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,11 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+def stderr_console() -> Console:
+    # Rich falls back to 80 columns when output is not a terminal; logs deserve whole lines.
+    return Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def rate(images_per_s: float) -> str:
@@ -24,13 +31,33 @@ def duration(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
 
 
+def _bar(title: str, console: Console) -> Progress:
+    """A transient bar: title, bar, done/total, a status field, time left."""
+    bar = Progress(
+        TextColumn(title),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    bar.start()
+    return bar
+
+
 class TrainProgress:
     """What the training loop reports; silent when `enabled` is false (ranks other than 0)."""
 
-    def __init__(self, enabled: bool = True, tty: bool | None = None, log_every: int = 50,
-                 console: Console | None = None):
+    def __init__(
+        self,
+        enabled: bool = True,
+        tty: bool | None = None,
+        log_every: int = 50,
+        console: Console | None = None,
+    ):
         self.enabled = enabled
-        self.console = console or Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+        self.console = console or stderr_console()
         self.tty = sys.stderr.isatty() if tty is None else tty
         self.log_every = max(1, log_every)
         self._bar: Progress | None = None
@@ -47,16 +74,7 @@ class TrainProgress:
         self._epoch, self._epochs, self._steps = epoch, epochs, steps
         self._t0, self._images, self._done0 = time.perf_counter(), 0, start_step
         if self.tty:
-            self._bar = Progress(
-                TextColumn(f"epoch {epoch}/{epochs}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[status]}"),
-                TimeRemainingColumn(),
-                console=self.console,
-                transient=True,
-            )
-            self._bar.start()
+            self._bar = _bar(f"epoch {epoch}/{epochs}", self.console)
             self._task = self._bar.add_task("train", total=steps, completed=start_step, status="")
 
     def step(self, step: int, loss: float, lr: float, images: int) -> None:
@@ -70,7 +88,10 @@ class TrainProgress:
             self._bar.update(self._task, completed=step, status=status)
         elif step % self.log_every == 0 or step == self._steps:
             left = (self._steps - step) * elapsed / max(step - self._done0, 1)
-            self.message(f"epoch {self._epoch}/{self._epochs} step {step}/{self._steps}  {status}  eta {duration(left)}")
+            self.message(
+                f"epoch {self._epoch}/{self._epochs} step {step}/{self._steps}  {status}  "
+                f"eta {duration(left)}"
+            )
 
     def end_epoch(self, row: dict[str, Any], run_eta_s: float | None) -> None:
         if not self.enabled:
@@ -83,7 +104,8 @@ class TrainProgress:
         )
         eta = f"  run eta {duration(run_eta_s)}" if run_eta_s is not None else ""
         self.message(
-            f"epoch {row['epoch']}/{self._epochs}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.2f}%"
+            f"epoch {row['epoch']}/{self._epochs}: train loss {row['train_loss']:.4f} "
+            f"top-1 {row['train_top1']:.2f}%"
             f"{val}  lr {row['lr']:.3g}  {rate(row['images_per_s'])}{eta}"
         )
 
@@ -91,3 +113,44 @@ class TrainProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+class CountProgress:
+    """A (done, total) callback for per-image work: the bar on a terminal, else a line every 10 s.
+
+    The bar (and its refresh thread) starts at the first report, after the work has started its
+    worker processes, so they are never forked from a multi-threaded process."""
+
+    def __init__(self, what: str, console: Console | None = None):
+        self.what, self.console = what, console or stderr_console()
+        self._bar: Progress | None = None
+        self._task = None
+        self._last = 0.0
+        self._start: float | None = None
+        self._first = 0
+
+    def __enter__(self) -> CountProgress:
+        return self
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self._start is None:
+            self._start, self._first = now, done
+        speed = (done - self._first) / max(now - self._start, 1e-9)
+        if self.console.is_terminal:
+            if self._bar is None:
+                self._bar = _bar(self.what, self.console)
+                self._task = self._bar.add_task(self.what, total=total, completed=done, status="")
+            self._bar.update(self._task, completed=done, status=rate(speed))
+        elif now - self._last >= 10 or done == total:
+            self._last = now
+            eta = f", ETA {(total - done) / speed:,.0f} s" if speed > 0 and done < total else ""
+            self.console.print(
+                f"{self.what}: {done:,}/{total:,} images ({100 * done / max(total, 1):.1f}%), "
+                f"{speed:,.0f} img/s{eta}",
+                highlight=False,
+            )
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()

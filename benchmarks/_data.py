@@ -10,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet_cli.data.format import PixelSums, ShardWriter, SplitMeta, shard_name, write_index
+from alexnet_cli.data.format import shard_name
+from alexnet_cli.data.format.index import SplitMeta, write_index
+from alexnet_cli.data.format.shards import ShardWriter
+from alexnet_cli.data.format.stats import PixelSums
 from alexnet_cli.data.imaging import load_256
 
 

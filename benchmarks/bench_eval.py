@@ -26,10 +26,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alexnet_cli.classes import imagenet_classes  # noqa: E402
-from alexnet_cli.data.format import PixelSums, PreparedDataset, ShardWriter, SplitMeta, shard_name, write_index  # noqa: E402
+from alexnet_cli.data.format import shard_name  # noqa: E402
+from alexnet_cli.data.format.index import PreparedDataset, SplitMeta, write_index  # noqa: E402
+from alexnet_cli.data.format.shards import ShardWriter  # noqa: E402
+from alexnet_cli.data.format.stats import PixelSums  # noqa: E402
 from alexnet_cli.data.imaging import load_256  # noqa: E402
 from alexnet_cli.data.transforms import preprocess_from_stats  # noqa: E402
-from alexnet_cli.evaluate import Classifier, EvalConfig, devices_for, evaluate, resolve_gpus  # noqa: E402
+from alexnet_cli.classifier import Classifier  # noqa: E402
+from alexnet_cli.config import EvalConfig  # noqa: E402
+from alexnet_cli.devices import placement  # noqa: E402
+from alexnet_cli.evaluate import evaluate  # noqa: E402
 from alexnet_cli.model import AlexNet  # noqa: E402
 
 SHARED = Path(os.environ.get("ALEXNET_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -60,7 +66,7 @@ def main() -> None:
     parser.add_argument("--codec", choices=("jpeg", "raw"), default="jpeg")
     args = parser.parse_args()
 
-    device = devices_for(resolve_gpus(args.gpus))[0]
+    device = placement(args.gpus).device
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         data, mean_image = write_sample(Path(tmp), args.images, args.codec)

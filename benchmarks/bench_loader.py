@@ -33,9 +33,9 @@ from benchmarks._data import build_hdf5  # noqa: E402
 
 from alexnet_cli.data import loader  # noqa: E402
 from alexnet_cli.data.augment import pca_from_stats, train_input  # noqa: E402
-from alexnet_cli.data.format import PreparedDataset  # noqa: E402
+from alexnet_cli.data.format.index import PreparedDataset  # noqa: E402
 from alexnet_cli.data.transforms import preprocess_from_stats  # noqa: E402
-from alexnet_cli.train import keep_freed_memory  # noqa: E402
+from alexnet_cli.memory import keep_freed_memory  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
 
@@ -98,7 +98,8 @@ def ours(index: Path, workers: int, batch_size: int, epoch: int, passes: int) ->
     batches = loader.epoch_batches(np.tile(np.arange(len(images)), passes), batch_size, seed=0, epoch=epoch)
     with measured() as m:
         for batch in loader.batch_loader(images, batches, workers):
-            m.images += train_input(batch, preprocess, pca, "cpu").shape[0]
+            # channels_last: the layout `alexnet train` gives the network on the CPU (train.set_up)
+            m.images += train_input(batch, preprocess, pca, "cpu", memory_format=torch.channels_last).shape[0]
     return m
 
 

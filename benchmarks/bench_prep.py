@@ -35,8 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image  # noqa: E402
 
 from alexnet_cli.data import imaging  # noqa: E402
-from alexnet_cli.data.format import JPEG_QUALITY, encode_image  # noqa: E402
-from alexnet_cli.data.prep import PrepConfig, prepare  # noqa: E402
+from alexnet_cli.data.format.codec import JPEG_QUALITY, encode_image  # noqa: E402
+from alexnet_cli.config import PrepConfig
+from alexnet_cli.data.prep import prepare  # noqa: E402
 from alexnet_cli.data.sources import is_image_name  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenet-sample"

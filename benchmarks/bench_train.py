@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from alexnet_cli.progress import TrainProgress  # noqa: E402
-from alexnet_cli.train import TrainConfig, train  # noqa: E402
+from alexnet_cli.config import TrainConfig  # noqa: E402
+from alexnet_cli.train import train  # noqa: E402
 
 
 def images_per_s(arch: str, a: argparse.Namespace) -> float:

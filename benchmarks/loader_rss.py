@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from alexnet_cli.data import loader  # noqa: E402
 from alexnet_cli.data.augment import pca_from_stats, train_input  # noqa: E402
-from alexnet_cli.data.format import PreparedDataset  # noqa: E402
+from alexnet_cli.data.format.index import PreparedDataset  # noqa: E402
 from alexnet_cli.data.transforms import preprocess_from_stats  # noqa: E402
-from alexnet_cli.train import keep_freed_memory  # noqa: E402
+from alexnet_cli.memory import keep_freed_memory  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
 MIB = 1024 * 1024
@@ -104,7 +104,7 @@ def main() -> None:
     for epoch in range(args.epochs):
         t0, peak, batches = time.perf_counter(), (0, 0, 0, 0), 0
         for batch in loader.batch_loader(images, loader.epoch_batches(indices, args.batch_size, 0, epoch), args.workers):
-            x = train_input(batch, preprocess, pca, device, torch.float32, torch.contiguous_format)
+            x = train_input(batch, preprocess, pca, device, torch.float32, torch.channels_last)  # as train on the CPU
             assert x.shape[1:] == (3, 224, 224)
             del x, batch
             batches += 1

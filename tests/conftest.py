@@ -43,7 +43,10 @@ def run_cli(*args: str, cwd: str | os.PathLike | None = None, env: dict | None =
 def write_dataset(path, samples, classes, split="val", codec="raw", shard_size=None) -> Path:
     """A tiny prepared dataset at `path` (index + shards): `samples` are (256x256x3 uint8, label,
     source) triples, `classes` (wnid, name) pairs; shards of `shard_size` images."""
-    from alexnet_cli.data.format import PixelSums, ShardWriter, SplitMeta, shard_name, write_index
+    from alexnet_cli.data.format import shard_name
+    from alexnet_cli.data.format.index import SplitMeta, write_index
+    from alexnet_cli.data.format.shards import ShardWriter
+    from alexnet_cli.data.format.stats import PixelSums
 
     path = Path(path)
     size = shard_size or max(1, len(samples))
@@ -69,7 +72,8 @@ def write_checkpoint(path, classes, mean_image, calibrate=None, seed: int = 0) -
 
     from alexnet_cli.checkpoint import save_checkpoint
     from alexnet_cli.data.transforms import center_crop, normalize, preprocess_from_stats
-    from alexnet_cli.model import AlexNet, ModelConfig
+    from alexnet_cli.config import ModelConfig
+    from alexnet_cli.model import AlexNet
 
     torch.manual_seed(seed)
     model = AlexNet(num_classes=len(classes)).eval()
@@ -149,7 +153,10 @@ def make_dataset(root: Path, classes: int = 2, train_per_class: int = 4, val_per
     steps of training can tell the classes apart. Returns the index path."""
     import numpy as np
 
-    from alexnet_cli.data.format import PixelSums, ShardWriter, SplitMeta, shard_name, write_index
+    from alexnet_cli.data.format import shard_name
+    from alexnet_cli.data.format.index import SplitMeta, write_index
+    from alexnet_cli.data.format.shards import ShardWriter
+    from alexnet_cli.data.format.stats import PixelSums
 
     root.mkdir(parents=True, exist_ok=True)
     index = root / "tiny.h5"

@@ -96,7 +96,7 @@ def official_archives(tree: Path, dest: Path) -> Path:
 
 def shard_contents(index: Path) -> dict[str, tuple[list[bytes], list[int], list[str]]]:
     """Per split: every stored image's bytes, the labels and the sources, in order."""
-    from alexnet_cli.data.format import PreparedDataset
+    from alexnet_cli.data.format.index import PreparedDataset
 
     ds = PreparedDataset(index)
     out = {}

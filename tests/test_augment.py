@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alexnet_cli.data import augment
-from alexnet_cli.data.transforms import center_crop, normalize, preprocess_from_stats
+from alexnet_cli.data.transforms import channels_last_view, normalize, preprocess_from_stats
 
 PCA = augment.pca_from_stats(
     [0.2175, 0.0188, 0.0045],
@@ -56,11 +56,11 @@ def test_lighting_offsets_have_the_expected_covariance():
 
 
 def test_crop_flip_takes_the_patch_and_mirrors_it():
-    image = torch.arange(3 * 256 * 256).reshape(3, 256, 256)
+    image = torch.arange(256 * 256 * 3).reshape(256, 256, 3)  # HWC, as the decoder writes it
     patch = augment.crop_flip(image, 5, 32, False)
-    assert patch.shape == (3, 224, 224) and patch[0, 0, 0] == image[0, 5, 32] and patch[2, -1, -1] == image[2, 228, 255]
+    assert patch.shape == (224, 224, 3) and patch[0, 0, 0] == image[5, 32, 0] and patch[-1, -1, 2] == image[228, 255, 2]
     flipped = augment.crop_flip(image, 5, 32, True)
-    assert torch.equal(flipped[:, :, 0], patch[:, :, -1]) and torch.equal(flipped.flip(-1), patch)
+    assert torch.equal(flipped[:, 0], patch[:, -1]) and torch.equal(flipped.flip(1), patch)
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -87,7 +87,7 @@ def test_train_input_equals_normalize_then_crop_and_flip_plus_lighting():
     full, preprocess = _stored_batch()
     draws = [augment.draw(1, 0, i) for i in range(len(full))]
     batch = {
-        "images": torch.stack([augment.crop_flip(torch.from_numpy(im).permute(2, 0, 1), d.top, d.left, d.flip)
+        "images": torch.stack([augment.crop_flip(torch.from_numpy(im), d.top, d.left, d.flip)
                                for im, d in zip(full, draws)]),
         "top": torch.tensor([d.top for d in draws]),
         "left": torch.tensor([d.left for d in draws]),
@@ -102,19 +102,13 @@ def test_train_input_equals_normalize_then_crop_and_flip_plus_lighting():
         ref = (ref.flip(-1) if d.flip else ref) + offsets[n][:, None, None]
         torch.testing.assert_close(x[n], ref, rtol=0, atol=1e-4)
     assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32 and x.is_contiguous()
-
-
-def test_val_input_is_exactly_evals_center_crop():
-    full, preprocess = _stored_batch()
-    images = torch.from_numpy(full).permute(0, 3, 1, 2).contiguous()
-    x = augment.val_input({"images": images}, preprocess, "cpu", memory_format=torch.channels_last)
-    assert torch.equal(x, center_crop(normalize(images, preprocess)))
-    assert x.is_contiguous(memory_format=torch.channels_last)
+    nhwc = augment.train_input(batch, preprocess, PCA, "cpu", memory_format=torch.channels_last)
+    assert torch.equal(nhwc, x) and nhwc.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_per_image_and_batched_centring_agree_exactly():
     g = torch.Generator().manual_seed(3)
-    images = torch.randint(0, 256, (6, 3, 224, 224), dtype=torch.uint8, generator=g)
+    images = channels_last_view(torch.randint(0, 256, (6, 224, 224, 3), dtype=torch.uint8, generator=g))
     mean = torch.rand(3, 256, 256, generator=g) * 255
     top, left = torch.tensor([0, 32, 5, 0, 32, 11]), torch.tensor([0, 32, 0, 32, 7, 19])
     flip = torch.tensor([False, True, True, False, True, False])

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from alexnet_cli.demo import MARKER, DemoConfig, prepare_workdir, run_demo
+from alexnet_cli.config import DemoConfig
+from alexnet_cli.demo import MARKER, prepare_workdir, run_demo
 from alexnet_cli.demo_data import CLASSES, make_demo_images
 from alexnet_cli.errors import InputError
 from tests.conftest import run_cli

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alexnet_cli.distributed import DistInfo, current, shard_range
+from alexnet_cli.distributed import DistInfo, init, shard_range
 
 
 @pytest.mark.parametrize("n,world", [(0, 2), (1, 2), (10, 3), (7, 7), (5, 8), (1000, 4)])
@@ -15,6 +15,8 @@ def test_shard_range_covers_every_item_exactly_once(n, world):
     assert max(sizes) - min(sizes) <= 1
 
 
-def test_single_process_defaults():
-    assert current() == DistInfo(0, 1, 0)
-    assert current().is_main and not current().enabled
+def test_single_process_defaults(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    assert init() == DistInfo(0, 1, 0)
+    assert init().is_main and not init().enabled

@@ -14,19 +14,14 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
-from alexnet_cli.data.format import PreparedDataset
+from alexnet_cli.data.format.index import PreparedDataset
 from alexnet_cli.data.imaging import load_256
-from alexnet_cli.data.transforms import normalize, preprocess_from_stats, torchvision_preprocess
-from alexnet_cli.evaluate import (
-    EvalConfig,
-    class_counts,
-    devices_for,
-    evaluate,
-    load_classifier,
-    network_input,
-    run_eval,
-    topk_hits,
-)
+from alexnet_cli.accuracy import class_counts, topk_correct
+from alexnet_cli.classifier import load_classifier
+from alexnet_cli.config import EvalConfig
+from alexnet_cli.data.transforms import network_input, normalize, preprocess_from_stats, torchvision_preprocess
+from alexnet_cli.devices import placement
+from alexnet_cli.evaluate import evaluate, run_eval
 from tests.conftest import REPO_ROOT, cli_in_process, run_cli, write_dataset
 from tests.reliability_helpers import CodePayload
 
@@ -58,7 +53,7 @@ def test_ten_crops_equal_torchvision_TenCrop(shared_data, preprocess):
 # Counting
 
 
-def test_topk_hits_and_class_counts_by_hand():
+def test_topk_correct_and_class_counts_by_hand():
     probs = torch.tensor(
         [
             [0.50, 0.20, 0.10, 0.10, 0.05, 0.05],  # label 0: first -> top-1 and top-5
@@ -68,9 +63,9 @@ def test_topk_hits_and_class_counts_by_hand():
         ]
     )
     labels = torch.tensor([0, 5, 3, 4])
-    hits = topk_hits(probs, labels)
+    hits = topk_correct(probs, labels)
     assert hits.tolist() == [[True, False, False, True], [True, False, True, True]]
-    assert topk_hits(probs, labels, ks=(2,)).tolist() == [[True, False, False, True]]
+    assert topk_correct(probs, labels, ks=(2,)).tolist() == [[True, False, False, True]]
     counts = class_counts(hits, labels, 6)
     assert counts.tolist() == [
         [1, 0, 0, 1, 1, 1],  # images per class
@@ -81,7 +76,7 @@ def test_topk_hits_and_class_counts_by_hand():
 
 def test_top5_of_fewer_than_five_classes_counts_every_image():
     probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]])
-    assert topk_hits(probs, torch.tensor([2, 0])).tolist() == [[False, False], [True, True]]
+    assert topk_correct(probs, torch.tensor([2, 0])).tolist() == [[False, False], [True, True]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +187,7 @@ def test_torchvision_weights_on_an_imagenet_subset(eval_set, torchvision_weights
     with torch.no_grad():
         probs = F.softmax(model(torch.stack([tv(p) for p in eval_set.pixels])), dim=1)
     labels = torch.tensor([wnid_to_info()[eval_set.classes[y][0]].index for y in eval_set.labels])
-    hits = topk_hits(probs, labels)
+    hits = topk_correct(probs, labels)
     assert (s["top1_correct"], s["top5_correct"]) == (int(hits[0].sum()), int(hits[1].sum()))
     assert s["loss"] == pytest.approx(float(-probs.gather(1, labels[:, None]).log().mean()), rel=1e-4)
 
@@ -261,14 +256,14 @@ def test_two_tower_split_on_cpu_devices_gives_the_same_counts(eval_set):
     split = evaluate(load_classifier(CPU * 2, eval_set.checkpoint), dataset, config)
     assert (split.top1_correct, split.top5_correct) == (whole.top1_correct, whole.top5_correct)
     assert torch.equal(split.counts, whole.counts)
-    assert devices_for(0) == CPU
+    assert placement(0).devices == CPU
 
 
 def test_checkpoint_whose_class_list_does_not_fit_is_refused(eval_set, tmp_path, capsys):
     from dataclasses import asdict
 
     from alexnet_cli.checkpoint import save_checkpoint
-    from alexnet_cli.model import ModelConfig
+    from alexnet_cli.config import ModelConfig
 
     bad = tmp_path / "five.pt"  # 8 class names for a 5-way fc8 (the weights are never reached)
     save_checkpoint(bad, {"model": {}, "model_config": asdict(ModelConfig(num_classes=5)),

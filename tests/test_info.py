@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from alexnet_cli.cli import app
 from alexnet_cli.info import layer_table
-from alexnet_cli.model import ModelConfig
+from alexnet_cli.config import ModelConfig
 
 runner = CliRunner()
 

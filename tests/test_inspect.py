@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_cli.data.format import PreparedDataset
-from alexnet_cli.data.prep import PrepConfig, prepare
+from alexnet_cli.data.format.index import PreparedDataset
+from alexnet_cli.config import PrepConfig
+from alexnet_cli.data.prep import prepare
 from tests.conftest import run_cli
 from tests.prep_helpers import imagenet_tree
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alexnet_cli.data import augment, loader
-from alexnet_cli.data.format import PreparedDataset
+from alexnet_cli.data.format.index import PreparedDataset
 from tests.conftest import make_dataset
 
 
@@ -82,11 +82,11 @@ def test_train_batches_are_the_drawn_patches_whatever_the_worker_count(tiny):
     labels = reader.labels
     for got, again, b in zip(with_workers, in_process, batches):
         assert torch.equal(got["images"], again["images"]) and torch.equal(got["alpha"], again["alpha"])
-        assert got["images"].dtype == torch.uint8 and got["images"].shape[1:] == (3, 224, 224)
+        assert got["images"].dtype == torch.uint8 and got["images"].shape[1:] == (224, 224, 3)
         assert got["labels"].tolist() == labels[b.indices].tolist() and got["global_size"] == len(b.indices)
         for j, i in enumerate(b.indices):
             d = augment.draw(7, 1, int(i))
-            stored = torch.from_numpy(reader.image(int(i))).permute(2, 0, 1)  # format's own decoder
+            stored = torch.from_numpy(reader.image(int(i)))  # a fresh decode, no buffer
             assert torch.equal(got["images"][j], augment.crop_flip(stored, d.top, d.left, d.flip))
             assert (got["top"][j], got["left"][j], got["flip"][j]) == (d.top, d.left, d.flip)
             assert torch.allclose(got["alpha"][j], torch.tensor(d.alpha, dtype=torch.float32))
@@ -96,18 +96,43 @@ def test_val_batches_are_whole_stored_images(tiny):
     reader = tiny.split("val")
     images = loader.StoredImages(reader, train=False)
     (batch,) = _collect(images, loader.val_batches(len(reader), 16, None), workers=1)
-    assert batch["images"].shape == (9, 3, 256, 256)
-    assert np.array_equal(batch["images"][4].permute(1, 2, 0).numpy(), reader.image(4))
+    assert batch["images"].shape == (9, 256, 256, 3)
+    assert np.array_equal(batch["images"][4].numpy(), reader.image(4))
     assert batch["labels"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
 
 
 @pytest.mark.parametrize("codec", ["jpeg", "raw"])
-def test_channel_first_decode_gives_the_format_decoders_pixels(tmp_path, codec):
+def test_decoding_into_a_reused_buffer_gives_pillows_pixels(tmp_path, codec):
+    """The one decode path (format.codec, simplejpeg's accurate IDCT) writes into the loader's
+    buffer exactly what a fresh decode and Pillow give, image after image."""
+    import io
+
+    from PIL import Image
+
     reader = PreparedDataset(make_dataset(tmp_path, classes=2, train_per_class=2, val_per_class=1, codec=codec)).split("train")
+    buffer = np.empty((256, 256, 3), np.uint8)
     for i in range(len(reader)):
         encoded, stored_codec = reader.read_encoded(i)
         assert stored_codec == codec
-        assert torch.equal(loader.decode_chw(encoded, codec), torch.from_numpy(reader.image(i)).permute(2, 0, 1))
+        fresh = reader.image(i)
+        assert reader.image(i, out=buffer) is not None and np.array_equal(buffer, fresh)
+        if codec == "jpeg":
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(encoded.tobytes())).convert("RGB")), fresh)
+
+
+def test_stop_workers_still_reaches_the_workers(tiny):
+    """loader.stop_workers relies on DataLoader's private _shutdown_workers and _workers: if a
+    torch release renames them, this fails instead of workers silently outliving the loader."""
+    from torch.utils.data import DataLoader
+
+    images = loader.StoredImages(tiny.split("train"), train=True)
+    iterator = iter(DataLoader(images, sampler=loader.epoch_batches(np.arange(4), 2, 0, 0), batch_size=None, num_workers=2))
+    next(iterator)
+    assert callable(getattr(iterator, "_shutdown_workers", None)), "torch renamed DataLoader's _shutdown_workers"
+    workers = list(getattr(iterator, "_workers", ()))
+    assert len(workers) == 2 and all(w.is_alive() for w in workers), "torch renamed DataLoader's _workers"
+    loader.stop_workers(iterator)
+    assert not any(w.is_alive() for w in workers)
 
 
 def test_a_damaged_shard_is_one_line_naming_it_even_from_a_worker(tmp_path):
@@ -140,7 +165,7 @@ def test_a_process_exits_with_a_loader_left_open(tiny, tmp_path):
     script = textwrap.dedent(f"""
         import numpy as np
         from alexnet_cli.data import loader
-        from alexnet_cli.data.format import PreparedDataset
+        from alexnet_cli.data.format.index import PreparedDataset
         reader = PreparedDataset({str(tiny.path)!r}).split("train")
         images = loader.StoredImages(reader, train=True)
         kept = loader.batch_loader(images, loader.epoch_batches(np.arange(len(reader)), 2, seed=0, epoch=0), workers=2)

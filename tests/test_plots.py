@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from alexnet_cli.checkpoint import save_checkpoint
-from alexnet_cli.model import AlexNet, ModelConfig
+from alexnet_cli.config import ModelConfig
+from alexnet_cli.model import AlexNet
 from alexnet_cli.plots import kernel_grid, read_metrics
 from tests.conftest import run_cli
 

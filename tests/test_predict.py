@@ -13,9 +13,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from alexnet_cli.data.format import PreparedDataset
+from alexnet_cli.data.format.index import PreparedDataset
 from alexnet_cli.data.imaging import load_256
-from alexnet_cli.evaluate import load_classifier, score_split
+from alexnet_cli.classifier import load_classifier
+from alexnet_cli.data import loader
+from alexnet_cli.evaluate import score_split
 from alexnet_cli.predict import Failure, Prediction, collect_inputs, predict, top_predictions
 from tests.conftest import cli_in_process, run_cli, write_dataset
 
@@ -90,9 +92,8 @@ def test_predict_equals_eval_after_prep_with_the_raw_codec(classifier, shared_da
     samples = [(load_256(f), 0, str(f)) for f in files]
     data = write_dataset(tmp_path / "prepped.h5", samples, classifier.classes, codec="raw", shard_size=2)
     reader = PreparedDataset(data).split("val")
-    labels = np.zeros(len(files), np.int64)
     batch = 16  # 3 images a batch; with 10 crops, passes of 16 + 14 crops
-    scored = torch.cat([p for p, _ in score_split(classifier, reader, range(3), labels, ten_crop, batch)])
+    scored = torch.cat([p for p, _ in score_split(classifier, reader, loader.val_batches(3, batch), ten_crop, batch)])
     expected = top_predictions(scored.cpu(), classifier.classes, len(classifier.classes))
     got = list(predict(classifier, collect_inputs([str(f) for f in files]), len(classifier.classes), ten_crop, batch))
     assert [g.predictions for g in got] == expected  # bit for bit

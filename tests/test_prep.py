@@ -18,9 +18,11 @@ import pytest
 from PIL import Image
 
 from alexnet_cli.data import devkit as dk
-from alexnet_cli.data.format import PreparedDataset, decode_image
+from alexnet_cli.data.format.codec import decode_image
+from alexnet_cli.data.format.index import PreparedDataset
 from alexnet_cli.data.imaging import load_256
-from alexnet_cli.data.prep import PrepConfig, output_lock, prepare
+from alexnet_cli.config import PrepConfig
+from alexnet_cli.data.prep import output_lock, prepare
 from tests.conftest import REPO_ROOT, run_cli
 from tests.prep_helpers import (
     devkit_archive,
@@ -205,11 +207,20 @@ def test_bad_input_gives_one_line_errors(tree, tmp_path):
 
 
 def test_complete_output_is_kept_unless_forced(tree, tmp_path):
+    """The same command again (a requeued job) is a no-op that touches nothing; other inputs or
+    settings would replace the dataset, which takes --force."""
     out = tmp_path / "d.h5"
     assert run_cli("prep", tree, out, "--split", "val", "--workers", "1").returncode == 0
-    before = out.stat().st_mtime_ns
-    _one_line_error(run_cli("prep", tree, out, "--split", "val"), 2, "pass --force")
-    assert out.stat().st_mtime_ns == before
+    files = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    again = run_cli("prep", tree, out, "--split", "val", "--workers", "1", "--json")
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["processed"] == 0 and summary["splits"]["val"]["resumed_shards"] == summary["splits"]["val"]["shards"]
+    assert "already complete" in summary["notes"][0]
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == files
+    _one_line_error(run_cli("prep", tree, out, "--split", "val", "--quality", "70"), 2, "pass --force")
+    _one_line_error(run_cli("prep", tree, out, "--split", "val", "--shard-size", "3"), 2, "pass --force")
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == files
     forced = run_cli("prep", tree, out, "--split", "val", "--force", "--json", "--workers", "1")
     assert forced.returncode == 0
     summary = json.loads(forced.stdout)

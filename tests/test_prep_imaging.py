@@ -143,7 +143,8 @@ def test_missing_file_is_not_a_decode_error(tmp_path):
 def test_pixel_sums_are_exact_at_the_integer_limits():
     """Each crop's sum x x^T is accumulated in uint32: a white crop reaches 65536 * 255^2, just
     under 2^32, and a wrong accumulator (uint16 products summed as uint16, a float) fails here."""
-    from alexnet_cli.data.format import IMAGE_SIZE, PixelSums
+    from alexnet_cli.data.format.stats import PixelSums
+    from alexnet_cli.data.imaging import IMAGE_SIZE
 
     side = IMAGE_SIZE
     rng = np.random.default_rng(0)

@@ -29,11 +29,12 @@ from PIL import Image
 
 from alexnet_cli.checkpoint import load_checkpoint, save_checkpoint
 from alexnet_cli.data import sources
-from alexnet_cli.data.format import PreparedDataset
-from alexnet_cli.data.prep import PrepConfig, prepare
+from alexnet_cli.data.format.index import PreparedDataset
+from alexnet_cli.config import PrepConfig
+from alexnet_cli.data.prep import prepare
 from alexnet_cli.errors import EXIT_FAILED, EXIT_USAGE, InputError
 from alexnet_cli.fileio import atomic_write_text
-from alexnet_cli.model import ModelConfig
+from alexnet_cli.config import ModelConfig
 from tests.conftest import REPO_ROOT, cli_in_process, make_dataset, run_cli, write_checkpoint
 from tests.reliability_helpers import CodePayload, cli, cli_env, leftovers
 

@@ -138,8 +138,8 @@ def test_the_collective_timeout_defaults_to_10_minutes_and_takes_fractions(monke
 
 FREED_HEAP = """
 import torch
-from alexnet_cli.data.loader import release_free_heap
-from alexnet_cli.train import keep_freed_memory
+from alexnet_cli.memory import release_free_heap
+from alexnet_cli.memory import keep_freed_memory
 
 def rss_mib():
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:")) // 1024
@@ -175,7 +175,7 @@ os._exit(0)  # joined the run, then died before scoring anything
 def test_a_dead_peer_of_a_distributed_eval_is_one_line_saying_to_rerun(tmp_path):
     """Rank 1 of a 2-process `alexnet eval` dies after joining: rank 0's first collective fails
     and it exits 1 with one line naming the cause and the fix, not an internal error."""
-    from alexnet_cli.data.format import PreparedDataset
+    from alexnet_cli.data.format.index import PreparedDataset
     from tests.conftest import write_checkpoint
     from tests.reliability_helpers import cli, free_port
 

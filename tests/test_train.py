@@ -20,7 +20,9 @@ import torch
 from alexnet_cli.checkpoint import load_checkpoint, model_from_checkpoint
 from alexnet_cli.errors import EXIT_FAILED, EXIT_PREEMPTED, EXIT_USAGE, InputError
 from alexnet_cli.progress import TrainProgress
-from alexnet_cli.train import METRIC_COLUMNS, TrainConfig, train
+from alexnet_cli.config import TrainConfig
+from alexnet_cli.run_folder import METRIC_COLUMNS
+from alexnet_cli.train import train
 from tests.conftest import REPO_ROOT, make_dataset, run_cli
 
 QUIET = TrainProgress(enabled=False)
@@ -219,7 +221,7 @@ def test_an_existing_run_is_never_overwritten_without_resume_or_force(straight, 
 def test_resume_auto_starts_over_only_on_a_lone_first_best_pt(tmp_path):
     """Without last.pt, --resume auto starts over only on what a kill between the first best.pt
     and last.pt leaves (best.pt alone); a run with metrics is never deleted."""
-    from alexnet_cli.train import prepare_run_dir
+    from alexnet_cli.run_folder import prepare_run_dir
 
     lone, kept = tmp_path / "lone", tmp_path / "kept"
     for run in (lone, kept):
@@ -242,7 +244,7 @@ def test_resume_refuses_a_changed_recipe(data, straight):
 def test_more_gpus_than_exist_is_a_clear_error(tmp_path, option):
     if torch.cuda.device_count() >= 8:
         pytest.skip("this machine has the GPUs")
-    with pytest.raises(InputError, match="GPU\\(s\\) but this machine has"):
+    with pytest.raises(InputError, match="GPU\\(s\\) on this machine but it has"):
         train(TrainConfig(synthetic=True, run_dir=str(tmp_path), **option), QUIET)
 
 

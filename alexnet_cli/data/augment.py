@@ -6,11 +6,11 @@
   until that image is used for training again").
 * Every draw is a pure function of (seed, epoch, image index): the same image in the same
   epoch gets the same patch, whatever the worker count, batch size, rank or resume point.
-* The loader cuts and reflects the uint8 patch (`crop_flip`, a copy of a few rows); the
+* The loader cuts and reflects the uint8 patch (`crop_flip`, HWC, a copy of a few rows); the
   device does the float work on whole batches (`train_input`): subtract the mean image,
   cropped and reflected like each patch, then add the lighting offset. Subtracting the
   cropped mean equals section 2's "subtract the mean at 256x256, then crop" that
-  transforms.normalize does for evaluation, so train and eval see the same pixels.
+  transforms.network_input does for evaluation, so train and eval see the same pixels.
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from alexnet_cli.data.format import IMAGE_SIZE
-from alexnet_cli.data.transforms import CROP, center_crop, normalize
-
-LIGHTING_STD = 0.1  # section 4.1: alpha_i ~ N(0, 0.1)
-# Streams of the run's seed, so that no two kinds of randomness share numbers.
-AUGMENT_STREAM = 1
+from alexnet_cli import randomness
+from alexnet_cli.config import LIGHTING_STD
+from alexnet_cli.data.imaging import IMAGE_SIZE
+from alexnet_cli.data.transforms import CROP, channels_last_view
 
 
 @dataclass(frozen=True)
@@ -39,10 +37,16 @@ class ImageDraw:
     alpha: tuple[float, float, float]
 
 
-def draw(seed: int, epoch: int, index: int, lighting_std: float = LIGHTING_STD,
-         size: int = IMAGE_SIZE, crop: int = CROP) -> ImageDraw:
+def draw(
+    seed: int,
+    epoch: int,
+    index: int,
+    lighting_std: float = LIGHTING_STD,
+    size: int = IMAGE_SIZE,
+    crop: int = CROP,
+) -> ImageDraw:
     """The patch, reflection and lighting coefficients of image `index` in `epoch`."""
-    rng = np.random.default_rng((AUGMENT_STREAM, seed, epoch, index))
+    rng = randomness.generator(randomness.AUGMENT, seed, epoch, index)
     top, left = (int(v) for v in rng.integers(0, size - crop + 1, size=2))
     flip = bool(rng.random() < 0.5)
     alpha = tuple(float(a) for a in rng.normal(0.0, lighting_std, size=3))
@@ -50,9 +54,9 @@ def draw(seed: int, epoch: int, index: int, lighting_std: float = LIGHTING_STD,
 
 
 def crop_flip(image: torch.Tensor, top: int, left: int, flip: bool, crop: int = CROP) -> torch.Tensor:
-    """A [3, H, W] image's crop x crop patch at (top, left), mirrored left-right if `flip`."""
-    patch = image[:, top : top + crop, left : left + crop]
-    return patch.flip(-1) if flip else patch
+    """An [H, W, 3] image's crop x crop patch at (top, left), mirrored left-right if `flip`."""
+    patch = image[top : top + crop, left : left + crop]
+    return patch.flip(1) if flip else patch
 
 
 def pca_from_stats(eigenvalues, eigenvectors) -> dict[str, Any]:
@@ -74,8 +78,9 @@ def lighting_offsets(alpha: torch.Tensor, pca: dict[str, Any]) -> torch.Tensor:
     return 255.0 * (alpha * values) @ vectors.T  # columns of `vectors` are the components
 
 
-def crop_mean(mean_image: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor,
-              crop: int = CROP) -> torch.Tensor:
+def crop_mean(
+    mean_image: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor, crop: int = CROP
+) -> torch.Tensor:
     """The [3, S, S] mean image cut and reflected like each patch: [N, 3, crop, crop].
 
     One gather for the whole batch: a strided view holds every crop of the image and of its
@@ -90,11 +95,17 @@ def crop_mean(mean_image: torch.Tensor, top: torch.Tensor, left: torch.Tensor, f
     return crops[flip.long(), top, torch.where(flip, span - 1 - left, left)]
 
 
-def train_input(batch: dict[str, torch.Tensor], preprocess: dict[str, Any], pca: dict[str, Any],
-                device: torch.device | str, dtype: torch.dtype = torch.float32,
-                memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """A loader batch of uint8 patches -> network input: minus the mean, plus PCA lighting."""
-    images = batch["images"].to(device, non_blocking=True)
+def train_input(
+    batch: dict[str, torch.Tensor],
+    preprocess: dict[str, Any],
+    pca: dict[str, Any],
+    device: torch.device | str,
+    dtype: torch.dtype = torch.float32,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
+    """A loader batch of uint8 NHWC patches -> network input [N, 3, 224, 224]: minus the mean
+    cut like each patch, plus PCA lighting."""
+    images = channels_last_view(batch["images"].to(device, non_blocking=True))
     mean = preprocess["mean_image"].to(images.device, dtype)
     offsets = lighting_offsets(batch["alpha"].to(images.device, torch.float32), pca).to(dtype)
     centre = centred_patches_per_image if images.device.type == "cpu" else centred_patches
@@ -102,8 +113,15 @@ def train_input(batch: dict[str, torch.Tensor], preprocess: dict[str, Any], pca:
     return x.contiguous(memory_format=memory_format)
 
 
-def centred_patches(images: torch.Tensor, mean: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-                    flip: torch.Tensor, offsets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def centred_patches(
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    flip: torch.Tensor,
+    offsets: torch.Tensor,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     """images - (the mean cut like each patch) + offsets, for the whole batch at once (GPU)."""
     x = images.to(dtype)
     x -= crop_mean(mean, top, left, flip, images.shape[-1])
@@ -111,24 +129,28 @@ def centred_patches(images: torch.Tensor, mean: torch.Tensor, top: torch.Tensor,
     return x
 
 
-def centred_patches_per_image(images: torch.Tensor, mean: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-                              flip: torch.Tensor, offsets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def centred_patches_per_image(
+    images: torch.Tensor,
+    mean: torch.Tensor,
+    top: torch.Tensor,
+    left: torch.Tensor,
+    flip: torch.Tensor,
+    offsets: torch.Tensor,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     """The same, image by image, for a CPU device: each float patch stays in cache while it is
     converted, centred and lit, which takes 3-5x less CPU time than three passes over the batch
-    (and than the gather); on a GPU the per-image kernel launches would cost more."""
+    (and than the gather); on a GPU the per-image kernel launches would cost more. Patches,
+    mean and result are all channels_last, so each pass runs over contiguous rows."""
     crop = images.shape[-1]
     span = mean.shape[-1] - crop
-    mirrored = mean.flip(-1)  # a reflected patch at `left` is the mirror's patch at span - left
-    x = torch.empty(images.shape, dtype=dtype, device=images.device)
-    for n, (t, l, f) in enumerate(zip(top.tolist(), left.tolist(), flip.tolist())):
-        source, l = (mirrored, span - l) if f else (mean, l)
-        x[n].copy_(images[n]).sub_(source[:, t : t + crop, l : l + crop]).add_(offsets[n].view(3, 1, 1))
+    mean_hwc = mean.permute(1, 2, 0)
+    mirrored = channels_last_view(mean_hwc.flip(1).contiguous())  # a reflected patch at `left` is
+    mean = channels_last_view(mean_hwc.contiguous())  # the mirror's patch at span - left
+    x = torch.empty_like(images, dtype=dtype)
+    for n, (t, left_n, f) in enumerate(zip(top.tolist(), left.tolist(), flip.tolist(), strict=True)):
+        source, left_n = (mirrored, span - left_n) if f else (mean, left_n)
+        x[n].copy_(images[n]).sub_(source[:, t : t + crop, left_n : left_n + crop]).add_(
+            offsets[n].view(3, 1, 1)
+        )
     return x
-
-
-def val_input(batch: dict[str, torch.Tensor], preprocess: dict[str, Any], device: torch.device | str,
-              dtype: torch.dtype = torch.float32,
-              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """Whole stored images -> the center crop, exactly as `alexnet eval` prepares them."""
-    x = center_crop(normalize(batch["images"].to(device, non_blocking=True), preprocess, dtype))
-    return x.contiguous(memory_format=memory_format)

@@ -45,11 +45,17 @@ def leaf_synsets(meta: bytes | Path) -> dict[int, tuple[str, str]]:
         raise InputError("reading the devkit's meta.mat needs scipy: pip install scipy") from None
     name = str(meta) if isinstance(meta, Path) else META
     try:
-        synsets = scipy.io.loadmat(io.BytesIO(meta) if isinstance(meta, bytes) else meta, squeeze_me=True)["synsets"]
-        rows = zip(synsets["ILSVRC2012_ID"], synsets["WNID"], synsets["words"], synsets["num_children"])
+        synsets = scipy.io.loadmat(io.BytesIO(meta) if isinstance(meta, bytes) else meta, squeeze_me=True)[
+            "synsets"
+        ]
+        rows = zip(
+            synsets["ILSVRC2012_ID"], synsets["WNID"], synsets["words"], synsets["num_children"], strict=True
+        )
         leaves = {int(i): (str(w), str(words)) for i, w, words, children in rows if int(children) == 0}
     except Exception as e:  # scipy's MatReadError and whatever a foreign file provokes
-        raise InputError(f"{name}: not a devkit meta.mat with a 'synsets' table ({e}); check the devkit") from None
+        raise InputError(
+            f"{name}: not a devkit meta.mat with a 'synsets' table ({e}); check the devkit"
+        ) from None
     if not leaves:
         raise InputError(f"{name}: no leaf synsets (num_children == 0) found; check the devkit")
     return leaves
@@ -73,7 +79,9 @@ def ground_truth_labels(text: str, synsets: dict[int, tuple[str, str]], origin: 
     wnids = {}
     for k, line in enumerate(text.split(), 1):
         if not line.isdigit() or int(line) not in synsets:
-            raise InputError(f"{origin}: line {k} ({line!r}) is not an ILSVRC2012_ID of the devkit's meta.mat")
+            raise InputError(
+                f"{origin}: line {k} ({line!r}) is not an ILSVRC2012_ID of the devkit's meta.mat"
+            )
         wnids[f"ILSVRC2012_val_{k:08d}"] = synsets[int(line)][0]
     return ValLabels(wnids, origin)
 
@@ -82,7 +90,9 @@ def load_devkit(path: Path) -> ValLabels:
     """Val labels from a devkit: the ``.tar.gz``, its extracted folder, or a folder holding the
     ground truth file beside ``meta.mat`` or ``ILSVRC2012_mapping.txt``."""
     if not path.exists():
-        raise InputError(f"{path}: devkit not found; give --devkit {DEVKIT_ARCHIVE} (or its extracted folder)")
+        raise InputError(
+            f"{path}: devkit not found; give --devkit {DEVKIT_ARCHIVE} (or its extracted folder)"
+        )
     files = _devkit_tar_files(path) if path.is_file() else _devkit_folder_files(path)
     if GROUND_TRUTH not in files:
         raise InputError(f"{path}: no {GROUND_TRUTH} in the devkit; give the ILSVRC2012 devkit with --devkit")
@@ -118,7 +128,9 @@ def _devkit_tar_files(archive: Path) -> dict[str, bytes]:
                     found[name] = tar.extractfile(member).read()
             return found
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise InputError(f"{archive}: cannot read the devkit archive ({e}); give a {DEVKIT_ARCHIVE} or its folder") from None
+        raise InputError(
+            f"{archive}: cannot read the devkit archive ({e}); give a {DEVKIT_ARCHIVE} or its folder"
+        ) from None
 
 
 def find_devkit(root: Path) -> Path | None:
@@ -139,4 +151,3 @@ def kaggle_labels(path: Path) -> ValLabels:
     except (KeyError, IndexError, csv.Error, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not a Kaggle {KAGGLE_SOLUTION} (ImageId,PredictionString): {e}") from None
     return ValLabels(wnids, str(path))
-

@@ -35,7 +35,7 @@ try:
 except ImportError:  # no wheel for this platform: Pillow's resize, same filter
     _fir = None
 
-SIZE = 256
+IMAGE_SIZE = 256  # section 2: every image becomes its central 256x256 patch
 RESAMPLE = Image.Resampling.BILINEAR  # antialiased when shrinking (the support widens)
 RESAMPLE_NAME = (
     "antialiased bilinear (fast_image_resize convolution)" if _fir else "antialiased bilinear (PIL)"
@@ -53,7 +53,9 @@ class ImageDecodeError(ValueError):
         self.reason = name if reason is None else reason
 
 
-def center_box(width: int, height: int, size: int = SIZE) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
+def center_box(
+    width: int, height: int, size: int = IMAGE_SIZE
+) -> tuple[tuple[int, int], tuple[float, float, float, float]]:
     """Resized (w, h) with the shorter side `size`, and the source box that maps onto the
     central size x size patch of it (so only that box needs resampling)."""
     scale = size / min(width, height)
@@ -63,7 +65,7 @@ def center_box(width: int, height: int, size: int = SIZE) -> tuple[tuple[int, in
     return (new_w, new_h), box
 
 
-def dct_scale(width: int, height: int, size: int = SIZE) -> int:
+def dct_scale(width: int, height: int, size: int = IMAGE_SIZE) -> int:
     """The JPEG DCT reduction (1, 2, 4 or 8) that keeps the shorter side >= DCT_MIN_FACTOR * size."""
     for scale in (8, 4, 2):
         if min(width, height) // scale >= DCT_MIN_FACTOR * size:
@@ -87,7 +89,9 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def resize_box(pixels: np.ndarray, box: tuple[float, float, float, float], size: int = SIZE) -> np.ndarray:
+def resize_box(
+    pixels: np.ndarray, box: tuple[float, float, float, float], size: int = IMAGE_SIZE
+) -> np.ndarray:
     """Resample `box` (left, top, right, bottom) of an HxWx3 uint8 image to size x size."""
     h, w = pixels.shape[:2]
     left, top, right, bottom = box
@@ -97,7 +101,9 @@ def resize_box(pixels: np.ndarray, box: tuple[float, float, float, float], size:
     dst = _fir.ImageData(size, size, _fir.PixelType.U8x3)
     # the box is exact in real arithmetic; clamp float round-off so it stays inside the image
     crop = _fir.CropBox(left, top, min(right, w) - left, min(bottom, h) - top)
-    _resizer().resize(src, dst, _fir.ResizeOptions(_fir.ResizeAlg.convolution(_fir.FilterType.bilinear), crop_box=crop))
+    _resizer().resize(
+        src, dst, _fir.ResizeOptions(_fir.ResizeAlg.convolution(_fir.FilterType.bilinear), crop_box=crop)
+    )
     return np.frombuffer(bytearray(dst.get_buffer()), np.uint8).reshape(size, size, 3)
 
 
@@ -106,14 +112,7 @@ def _resizer():
     return _fir.Resizer()
 
 
-def crop_256(im: Image.Image, size: int = SIZE) -> np.ndarray:
-    """A decoded image -> size x size x 3 uint8: shorter side to `size`, central patch."""
-    pixels = np.asarray(to_rgb(ImageOps.exif_transpose(im)))
-    _, box = center_box(pixels.shape[1], pixels.shape[0], size=size)
-    return resize_box(pixels, box, size)
-
-
-def decode_rgb(im: Image.Image, data: bytes | None, size: int = SIZE) -> np.ndarray:
+def decode_rgb(im: Image.Image, data: bytes | None, size: int = IMAGE_SIZE) -> np.ndarray:
     """An opened (not yet loaded) image -> upright HxWx3 uint8 RGB, DCT-reduced when large.
 
     `data`: the file's bytes when at hand, for the simplejpeg fast path."""
@@ -134,7 +133,7 @@ def _is_plain_jpeg(im: Image.Image) -> bool:
     return im.format == "JPEG" and im.mode in ("RGB", "L") and im.getexif().get(_EXIF_ORIENTATION, 1) == 1
 
 
-def load_256(source: str | os.PathLike | bytes, size: int = SIZE) -> np.ndarray:
+def load_256(source: str | os.PathLike | bytes, size: int = IMAGE_SIZE) -> np.ndarray:
     """Read a file (or its bytes) and return its size x size x 3 uint8 crop."""
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     try:

@@ -10,15 +10,36 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from alexnet_cli.data.format import (
-    SHARD_FORMAT_NAME,
-    PixelSums,
-    PreparedDataset,
-    read_sums,
-    shard_checksum,
-    shard_problems,
-)
+from alexnet_cli.data.format import SHARD_FORMAT_NAME
+from alexnet_cli.data.format.index import PreparedDataset
+from alexnet_cli.data.format.shards import shard_checksum, shard_problems
+from alexnet_cli.data.format.stats import PixelSums, read_sums
 from alexnet_cli.errors import InputError
+
+
+def inspect(
+    path: str | os.PathLike,
+    verify_shards: bool = False,
+    export_to: str | None = None,
+    split: str | None = None,
+    limit: int = 16,
+) -> dict:
+    """`alexnet inspect`: `describe`, plus `verify`'s rows under "verify" and `export`'s files
+    under "export" when asked."""
+    ds = PreparedDataset(path)
+    info = describe(ds)
+    if verify_shards:
+        rows = verify(ds)
+        info["verify"] = {"ok": not any(r["problems"] for r in rows), "shards": rows}
+    if export_to:
+        split = split or ("train" if "train" in ds.splits else next(iter(ds.splits)))
+        csv_path = export(ds, split, limit, export_to)
+        info["export"] = {
+            "folder": export_to,
+            "labels_csv": str(csv_path),
+            "images": min(limit, ds.splits[split].images),
+        }
+    return info
 
 
 def describe(ds: PreparedDataset) -> dict:
@@ -43,7 +64,9 @@ def describe(ds: PreparedDataset) -> dict:
         "splits": splits,
         "classes": [{"index": i, "wnid": w, "name": n} for i, (w, n) in enumerate(ds.classes)],
         "mean_rgb": stats.mean_rgb.tolist() if stats else None,
-        "pca": {"eigenvalues": stats.eigenvalues.tolist(), "eigenvectors": stats.eigenvectors.tolist()} if stats else None,
+        "pca": {"eigenvalues": stats.eigenvalues.tolist(), "eigenvectors": stats.eigenvectors.tolist()}
+        if stats
+        else None,
         "settings": ds.settings,
         "skipped": [{"split": s, "path": p, "reason": r} for s, p, r in ds.skipped],
     }
@@ -56,18 +79,26 @@ def verify(ds: PreparedDataset) -> list[dict]:
     rows = []
     train_sums = PixelSums()
     for name, meta in ds.splits.items():
-        for k, (file, expected) in enumerate(zip(meta.shards, meta.shard_images)):
+        for k, (file, expected) in enumerate(zip(meta.shards, meta.shard_images, strict=True)):
             problems, sums = _check_shard(ds.path.parent / file, expected, ds.num_classes, (name, k))
             rows.append({"split": name, "shard": file, "images": expected, "problems": problems})
             if name == "train" and sums is not None:
                 train_sums = train_sums.merge(sums)
     if "train" in ds.splits:
-        rows.append({"split": "train", "shard": "(statistics)", "images": ds.splits["train"].images,
-                     "problems": _check_stats(ds, train_sums)})
+        rows.append(
+            {
+                "split": "train",
+                "shard": "(statistics)",
+                "images": ds.splits["train"].images,
+                "problems": _check_stats(ds, train_sums),
+            }
+        )
     return rows
 
 
-def _check_shard(path: Path, expected: int, num_classes: int, place: tuple[str, int]) -> tuple[list[str], PixelSums | None]:
+def _check_shard(
+    path: Path, expected: int, num_classes: int, place: tuple[str, int]
+) -> tuple[list[str], PixelSums | None]:
     if not path.exists():
         return ["missing"], None
     try:
@@ -92,12 +123,19 @@ def _check_stats(ds: PreparedDataset, shard_sums: PixelSums) -> list[str]:
             return ["the index has no training statistics"]
         stored = read_sums(f["stats"])
     problems = []
-    if not (stored.n == shard_sums.n and np.array_equal(stored.sum, shard_sums.sum)
-            and np.array_equal(stored.sumsq, shard_sums.sumsq) and np.array_equal(stored.image_sum, shard_sums.image_sum)):
+    if not (
+        stored.n == shard_sums.n
+        and np.array_equal(stored.sum, shard_sums.sum)
+        and np.array_equal(stored.sumsq, shard_sums.sumsq)
+        and np.array_equal(stored.image_sum, shard_sums.image_sum)
+    ):
         problems.append("the index's pixel sums differ from the sum of its shards'")
     values, vectors = stored.pca()
-    if ds.stats is None or not (np.allclose(ds.stats.eigenvalues, values) and np.allclose(ds.stats.eigenvectors, vectors)
-                                and np.allclose(ds.stats.mean_rgb, stored.mean_rgb())):
+    if ds.stats is None or not (
+        np.allclose(ds.stats.eigenvalues, values)
+        and np.allclose(ds.stats.eigenvectors, vectors)
+        and np.allclose(ds.stats.mean_rgb, stored.mean_rgb())
+    ):
         problems.append("mean or PCA disagree with the stored sums")
     return problems
 

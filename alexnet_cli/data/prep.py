@@ -28,54 +28,31 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import h5py
 import numpy as np
 
+from alexnet_cli.config import JPEG_QUALITY, PrepConfig
 from alexnet_cli.data import imaging
-from alexnet_cli.data.format import (
-    CODECS,
-    FORMAT_NAME,
-    FORMAT_VERSION,
-    IMAGE_SIZE,
-    JPEG_QUALITY,
-    JPEG_SUBSAMPLING,
-    SHARD_FORMAT_NAME,
-    PixelSums,
-    ShardWriter,
-    SplitMeta,
-    encode_image,
-    read_skipped,
-    read_sums,
-    shard_name,
-    write_index,
-)
+from alexnet_cli.data.format import FORMAT_NAME, FORMAT_VERSION, SHARD_FORMAT_NAME, shard_name
+from alexnet_cli.data.format.codec import CODECS, JPEG_SUBSAMPLING, encode_image
+from alexnet_cli.data.format.index import SplitMeta, write_index
+from alexnet_cli.data.format.shards import ShardWriter, read_skipped
+from alexnet_cli.data.format.stats import PixelSums, read_sums
+from alexnet_cli.data.imaging import IMAGE_SIZE
 from alexnet_cli.data.sources import Source, find_source, read_image_bytes
+from alexnet_cli.devices import usable_cores
 from alexnet_cli.errors import AlexnetError, InputError
 from alexnet_cli.fileio import os_reason
 
 STATS_ON = "decoded 256x256 crops of the training split, before the storage codec"
-
-
-@dataclass
-class PrepConfig:
-    """Options of `alexnet prep`; the defaults are the paper's crops (section 2)."""
-
-    shard_size: int = 10_000  # images per shard file
-    codec: str = "jpeg"  # "jpeg" (quality below) or "raw" uint8
-    quality: int = JPEG_QUALITY
-    workers: int = 0  # worker processes; 0 = every core this process may use
-    splits: tuple[str, ...] | None = None  # None = every split found
-    layout: str = "auto"
-    devkit: str | None = None
-    force: bool = False  # replace a complete OUT
-    strict: bool = False  # any skipped input is a failure
-    chunk_images: int = 64  # images per worker task
+# --split: the splits to prep (None: every split the source has)
+SPLIT_CHOICES = {None: None, "train": ("train",), "val": ("val",), "both": ("train", "val")}
 
 
 @dataclass
@@ -130,14 +107,9 @@ class PrepSummary:
 Progress = Callable[[int, int], None]  # (images done incl. resumed, total)
 
 
-def default_workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def prepare(src: str | os.PathLike, out: str | os.PathLike, config: PrepConfig, progress: Progress | None = None) -> PrepSummary:
+def prepare(
+    src: str | os.PathLike, out: str | os.PathLike, config: PrepConfig, progress: Progress | None = None
+) -> PrepSummary:
     """Prepare SRC into OUT (index) plus shards beside it; resumes an interrupted run."""
     t0 = time.perf_counter()
     out = Path(out)
@@ -145,20 +117,35 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, config: PrepConfig, 
     _check_output(out, config.force)
     with output_lock(out):
         source = find_source(src, config.layout, config.splits, config.devkit)
-        unlabelled = [(s.name, printable(p), f"no label for this file in {s.labelled_by or 'the devkit'}")
-                      for s in source.splits.values() for p in s.unlabelled]
+        unlabelled = [
+            (s.name, printable(p), f"no label for this file in {s.labelled_by or 'the devkit'}")
+            for s in source.splits.values()
+            for p in s.unlabelled
+        ]
         if config.strict and unlabelled:
             raise AlexnetError(_strict_message(unlabelled))
         plans = plan_shards(source, out, config)
         notes = []
-        if out.exists():  # --force (checked above): the old output is now incomplete
-            out.unlink()
+        complete = out.exists()  # _check_output: then it is one of our datasets
+        if complete and not config.force:
+            # The same command again (a job requeued after prep ended): nothing to redo, and
+            # nothing to overwrite. Anything else would replace the dataset: --force.
+            if not made_by(out, plans):
+                raise InputError(
+                    f"{out}: a complete prepared dataset of other inputs or settings is already there; "
+                    "pass --force to replace it"
+                )
+            notes.append(f"{out.name} is already complete with these inputs and settings: nothing to do")
+        elif complete:
+            out.unlink()  # the old output is now incomplete
             notes.append(f"replaced the previous {out.name} (--force)")
         done = resume_shards(plans, out, config.force)
         todo = [p for p in plans if p.path not in done]
-        workers = max(1, config.workers or default_workers())
-        processed = write_shards(source, todo, config, workers, progress, sum(p.stop - p.start for p in plans if p.path in done))
-        summary = finish(source, out, plans, config, unlabelled)
+        workers = max(1, config.workers or usable_cores())
+        processed = write_shards(
+            source, todo, config, workers, progress, sum(p.stop - p.start for p in plans if p.path in done)
+        )
+        summary = finish(source, out, plans, config, unlabelled, write=not complete or config.force)
     summary.elapsed_s = time.perf_counter() - t0
     summary.processed = processed
     summary.workers = workers
@@ -186,10 +173,10 @@ def _check_output(out: Path, force: bool) -> None:
         raise InputError(f"{out}: folder {out.parent} does not exist; create it or choose another path")
     if not os.access(out.parent, os.W_OK):
         raise InputError(f"{out}: folder {out.parent} is not writable; choose a writable path")
-    if out.exists() and not force:
-        if _is_dataset(out):
-            raise InputError(f"{out}: a complete prepared dataset is already there; pass --force to replace it")
-        raise InputError(f"{out}: file exists and is not an alexnet-cli dataset; choose another path (or --force)")
+    if out.exists() and not force and not _is_dataset(out):
+        raise InputError(
+            f"{out}: file exists and is not an alexnet-cli dataset; choose another path (or --force)"
+        )
 
 
 def _is_dataset(path: Path) -> bool:
@@ -198,6 +185,25 @@ def _is_dataset(path: Path) -> bool:
             return f.attrs.get("format") == FORMAT_NAME
     except OSError:
         return False
+
+
+def made_by(out: Path, plans: list[ShardPlan]) -> bool:
+    """Whether the complete dataset `out` is exactly what `plans` would write: the index lists
+    the planned shards and each shard's fingerprint (inputs, classes, settings) matches."""
+    try:
+        with h5py.File(out, "r") as f:
+            listed = {
+                split: [s.decode() if isinstance(s, bytes) else s for s in g["shards"][()]]
+                for split, g in f["splits"].items()
+            }
+    except (OSError, KeyError):
+        return False
+    planned: dict[str, list[str]] = {}
+    for plan in plans:
+        planned.setdefault(plan.split, []).append(plan.path.name)
+    if listed != planned:
+        return False
+    return all((_shard_attrs(p.path) or {}).get("plan") == p.fingerprint for p in plans)
 
 
 def _strict_message(skipped: list[tuple[str, str, str]]) -> str:
@@ -219,7 +225,9 @@ def output_lock(out: Path) -> Iterator[None]:
         try:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise InputError(f"{out}: cannot create {lock.name} ({e.strerror}); choose a writable folder") from None
+            raise InputError(
+                f"{out}: cannot create {lock.name} ({e.strerror}); choose a writable folder"
+            ) from None
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -252,7 +260,8 @@ def settings_of(config: PrepConfig) -> dict:
         "image_size": IMAGE_SIZE,
         "resize": f"shorter side to {IMAGE_SIZE}, central {IMAGE_SIZE}x{IMAGE_SIZE} (section 2)",
         "resample": imaging.RESAMPLE_NAME,
-        "jpeg_dct_scaling": f"power-of-2 DCT reduction keeping the shorter side >= {imaging.DCT_MIN_FACTOR}x{IMAGE_SIZE}",
+        "jpeg_dct_scaling": "power-of-2 DCT reduction keeping the shorter side "
+        f">= {imaging.DCT_MIN_FACTOR}x{IMAGE_SIZE}",
         "codec": config.codec,
         "quality": config.quality if config.codec == "jpeg" else 0,
         "jpeg_subsampling": JPEG_SUBSAMPLING if config.codec == "jpeg" else "",
@@ -270,7 +279,9 @@ def plan_shards(source: Source, out: Path, config: PrepConfig) -> list[ShardPlan
             h = hashlib.sha256(json.dumps(dict(base, split=name, shard=k), sort_keys=True).encode())
             h.update("\n".join(split.sources[start:stop]).encode("utf-8", "surrogateescape"))
             h.update(labels[start:stop].tobytes())
-            plans.append(ShardPlan(name, k, out.parent / shard_name(out, name, k), start, stop, h.hexdigest()))
+            plans.append(
+                ShardPlan(name, k, out.parent / shard_name(out, name, k), start, stop, h.hexdigest())
+            )
     return plans
 
 
@@ -294,7 +305,10 @@ def resume_shards(plans: list[ShardPlan], out: Path, force: bool) -> set[Path]:
         attrs = _shard_attrs(path)
         if attrs is None:
             if plan is not None:
-                raise InputError(f"{path}: exists and is not a shard of alexnet prep; move it away, it would be overwritten")
+                raise InputError(
+                    f"{path}: exists and is not a shard of alexnet prep; "
+                    "move it away, it would be overwritten"
+                )
             continue  # a file of someone else's that only looks like one of ours
         if plan is not None and not force and attrs.get("plan") == plan.fingerprint and "sha256" in attrs:
             done.add(path)
@@ -368,7 +382,9 @@ def printable(path: str) -> str:
 def _pool(workers: int, config: PrepConfig) -> ProcessPoolExecutor:
     # fork where it exists: no re-import per worker. The executor forks every worker at the
     # first submit, before any progress thread exists.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin" else "spawn"
+    method = (
+        "fork" if "fork" in multiprocessing.get_all_start_methods() and sys.platform != "darwin" else "spawn"
+    )
     return ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context(method),
@@ -378,7 +394,12 @@ def _pool(workers: int, config: PrepConfig) -> ProcessPoolExecutor:
 
 
 def write_shards(
-    source: Source, todo: list[ShardPlan], config: PrepConfig, workers: int, progress: Progress | None, resumed: int
+    source: Source,
+    todo: list[ShardPlan],
+    config: PrepConfig,
+    workers: int,
+    progress: Progress | None,
+    resumed: int,
 ) -> int:
     """Write the shards still to do; returns the number of images processed."""
     total = sum(len(s) for s in source.splits.values())
@@ -411,8 +432,15 @@ def write_shards(
         split = source.splits[plan.split]
         with _writing(plan.path):
             if start == plan.start:
-                writer = ShardWriter(plan.path, plan.split, plan.index, config.codec, config.quality, {"plan": plan.fingerprint})
-            for i, (data, reason) in enumerate(zip(result.encoded, result.reasons), start):
+                writer = ShardWriter(
+                    plan.path,
+                    plan.split,
+                    plan.index,
+                    config.codec,
+                    config.quality,
+                    {"plan": plan.fingerprint},
+                )
+            for i, (data, reason) in enumerate(zip(result.encoded, result.reasons, strict=True), start):
                 name = printable(split.sources[i])
                 if data is None:
                     if config.strict:
@@ -457,7 +485,8 @@ def _writing(path: Path) -> Iterator[None]:
         yield
     except (OSError, RuntimeError) as e:  # h5py reports a failed write as either
         raise InputError(
-            f"{path}: could not write ({os_reason(e)}); free space or choose another OUT, then rerun the same command to resume"
+            f"{path}: could not write ({os_reason(e)}); "
+            "free space or choose another OUT, then rerun the same command to resume"
         ) from None
 
 
@@ -466,9 +495,15 @@ def _writing(path: Path) -> Iterator[None]:
 
 
 def finish(
-    source: Source, out: Path, plans: list[ShardPlan], config: PrepConfig, unlabelled: list[tuple[str, str, str]]
+    source: Source,
+    out: Path,
+    plans: list[ShardPlan],
+    config: PrepConfig,
+    unlabelled: list[tuple[str, str, str]],
+    write: bool = True,
 ) -> PrepSummary:
-    """Merge the shards' counts, skip lists and sums into the index file (written last)."""
+    """Merge the shards' counts, skip lists and sums into the index file (written last; with
+    `write` false, an index already there is only summarised)."""
     splits: dict[str, SplitMeta] = {}
     summary_splits: dict[str, SplitSummary] = {}
     skipped = list(unlabelled)
@@ -501,9 +536,18 @@ def finish(
         class_index="sorted class names (ImageNet: sorted wnids, 0 = n01440764)",
         order="per split, sorted by source path",
     )
-    write_index(out, source.classes, splits, train_sums if "train" in splits else None, settings, skipped)
+    if write:
+        write_index(out, source.classes, splits, train_sums if "train" in splits else None, settings, skipped)
     output_bytes += out.stat().st_size
     return PrepSummary(
-        str(out), source.layout, len(source.classes), summary_splits, skipped, 0.0, 0, output_bytes, 0,
+        str(out),
+        source.layout,
+        len(source.classes),
+        summary_splits,
+        skipped,
+        0.0,
+        0,
+        output_bytes,
+        0,
         ignored_files=sum(s.ignored for s in source.splits.values()),
     )

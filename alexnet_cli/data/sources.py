@@ -71,14 +71,22 @@ class SplitInputs:
             return str(self.root / self.sources[i]), -1, -1
         return str(self.root / self.archive), self.offsets[i], self.sizes[i]
 
-    def sorted(self) -> "SplitInputs":
+    def sorted(self) -> SplitInputs:
         """The same split ordered by source path (all share the split's prefix, so this is the
         order inside the split: by class folder or class tar, then file name)."""
         order = sorted(range(len(self)), key=self.sources.__getitem__)
         pick = lambda xs: [xs[i] for i in order] if xs else xs  # noqa: E731
         return SplitInputs(
-            self.name, self.root, pick(self.sources), pick(self.class_names), self.archive,
-            pick(self.offsets), pick(self.sizes), sorted(self.unlabelled), self.ignored, self.labelled_by,
+            self.name,
+            self.root,
+            pick(self.sources),
+            pick(self.class_names),
+            self.archive,
+            pick(self.offsets),
+            pick(self.sizes),
+            sorted(self.unlabelled),
+            self.ignored,
+            self.labelled_by,
         )
 
 
@@ -106,18 +114,26 @@ def find_source(
     (None: all found). A ``folders`` dataset is one split: "train", or the one split asked for."""
     root = Path(src)
     if not root.exists():
-        raise InputError(f"{root}: no such folder; give the dataset folder (ImageNet root, archives or class folders)")
+        raise InputError(
+            f"{root}: no such folder; give the dataset folder (ImageNet root, archives or class folders)"
+        )
     if not root.is_dir():
-        raise InputError(f"{root}: not a folder; give the folder that holds the dataset (or the ImageNet tars)")
+        raise InputError(
+            f"{root}: not a folder; give the folder that holds the dataset (or the ImageNet tars)"
+        )
     if layout not in LAYOUTS:
         raise InputError(f"unknown --layout {layout!r}; choose one of: {', '.join(LAYOUTS)}")
     if layout == "auto":
         layout = detect_layout(root)
     if devkit and not Path(devkit).exists():
-        raise InputError(f"{devkit}: devkit not found; give --devkit {dk.DEVKIT_ARCHIVE} (or its extracted folder)")
+        raise InputError(
+            f"{devkit}: devkit not found; give --devkit {dk.DEVKIT_ARCHIVE} (or its extracted folder)"
+        )
     devkit_path = Path(devkit) if devkit else dk.find_devkit(root)
     if layout == "folders" and splits and len(splits) > 1:
-        raise InputError(f"{root}: a folder of class folders is one split; choose --split train or --split val")
+        raise InputError(
+            f"{root}: a folder of class folders is one split; choose --split train or --split val"
+        )
     split_name = splits[0] if layout == "folders" and splits else "train"
     scan = {
         "imagenet": _imagenet,
@@ -129,7 +145,8 @@ def find_source(
         found = scan(root, devkit_path)
     except OSError as e:  # an unreadable folder or file: never skip its images silently
         raise InputError(
-            f"{e.filename or root}: cannot read ({e.strerror or e}); fix its permissions or move it out of {root}"
+            f"{e.filename or root}: cannot read ({e.strerror or e}); "
+            f"fix its permissions or move it out of {root}"
         ) from None
     found = {k: v for k, v in found.items() if len(v) or v.unlabelled}
     if not found:
@@ -147,7 +164,9 @@ def find_source(
     if empty:
         raise InputError(f"{root}: the '{empty[0]}' split has no labelled images; check its files and labels")
     wnids = sorted({c for s in found.values() for c in s.class_names})
-    return Source(root, layout, [(w, class_name(w)) for w in wnids], {name: found[name].sorted() for name in wanted})
+    return Source(
+        root, layout, [(w, class_name(w)) for w in wnids], {name: found[name].sorted() for name in wanted}
+    )
 
 
 def detect_layout(root: Path) -> str:
@@ -211,7 +230,9 @@ def _flat_or_folders(folder: Path, split: str, root: Path, labels_for) -> SplitI
         return _class_folders(folder, split, root)
     out = SplitInputs(split, root)
     names = [e.name for e in entries if e.is_file() and is_image_name(e.name)]
-    out.ignored = sum(1 for e in entries if e.is_file() and not is_image_name(e.name) and not e.name.startswith("."))
+    out.ignored = sum(
+        1 for e in entries if e.is_file() and not is_image_name(e.name) and not e.name.startswith(".")
+    )
     if names:
         labels = labels_for()
         out.labelled_by = labels.origin
@@ -299,7 +320,9 @@ def _train_tar(root: Path, name: str) -> SplitInputs:
             try:
                 inner = tarfile.open(fileobj=outer.extractfile(member), mode="r:")
             except tarfile.ReadError:
-                raise InputError(f"{root / name}: member {member.name} is not a tar; is this the ImageNet train tar?") from None
+                raise InputError(
+                    f"{root / name}: member {member.name} is not a tar; is this the ImageNet train tar?"
+                ) from None
             for image in inner:
                 if image.isfile() and is_image_name(image.name.rsplit("/", 1)[-1]):
                     out.sources.append(f"{name}/{member.name}/{image.name}")
