@@ -38,13 +38,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from alexnet_cli.config import LEGACY_RECIPE
 from alexnet_cli.errors import InputError
 from alexnet_cli.fileio import atomic_path
 from alexnet_cli.model import ARCHES, ModelConfig, build_model
 
 FORMAT_NAME = "alexnet-cli checkpoint"
 FORMAT_VERSION = 1
-SEED_SCHEME = "numpy SeedSequence((stream, seed, epoch, step|index[, rank]))"
+SEED_SCHEME = "numpy SeedSequence((stream, seed, epoch, step|index[, layer])); dropout over the global batch"
+# Written before dropout masks were drawn over the global batch: dropout from torch's generator
+# seeded per step from (seed, epoch, step, rank). Such a run resumes with that scheme.
+PER_RANK_DROPOUT_SCHEME = "numpy SeedSequence((stream, seed, epoch, step|index[, rank]))"
 
 
 @dataclass
@@ -75,6 +79,7 @@ class RunState:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     best_top1: float | None = None
     elapsed_before: float = 0.0  # seconds spent in earlier processes of this run
+    seed_scheme: str = SEED_SCHEME  # how this run draws its random numbers (kept for its whole life)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict[str, Any]) -> RunState:
@@ -86,6 +91,7 @@ class RunState:
             list(ckpt["metrics"]),
             ckpt["best_top1"],
             float(ckpt["elapsed_s"]),
+            ckpt.get("rng", {}).get("seed_scheme", SEED_SCHEME),
         )
 
 
@@ -116,7 +122,7 @@ def training_checkpoint(
         "metrics": list(state.metrics),
         "best_top1": state.best_top1,
         "elapsed_s": state.elapsed_before + elapsed_here,
-        "rng": {"seed_scheme": SEED_SCHEME},
+        "rng": {"seed_scheme": state.seed_scheme},
     }
     if optimizer is not None:
         ckpt["optimizer"] = _to_cpu(optimizer.state_dict())
@@ -165,7 +171,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def checkpoint_model_config(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> ModelConfig:
     """The checkpoint's ModelConfig, checked: one line naming the file if it is unusable."""
     try:
-        config = ModelConfig(**ckpt["model_config"])
+        # Written before the dropout form was a choice: trained (and to be evaluated) with torch's.
+        config = ModelConfig(**{"dropout_form": LEGACY_RECIPE["dropout_form"], **ckpt["model_config"]})
     except (KeyError, TypeError) as e:
         raise InputError(
             f"{path}: checkpoint has no usable model_config ({e}); was it written by `alexnet train`?"

@@ -75,7 +75,8 @@ def load_classifier(
             raise InputError(
                 "--gpus 2 splits the paper's two towers; torchvision's AlexNet has one: use --gpus 1"
             )
-        model = build_model(ModelConfig(arch="torchvision", num_classes=len(imagenet_classes())))
+        # torchvision trained these weights with its own (inverted) dropout
+        model = build_model(ModelConfig("torchvision", len(imagenet_classes()), dropout_form="inverted"))
         load_weights(model, load_torchvision_weights(weights), weights)
         classes = [(c.wnid, c.name) for c in imagenet_classes()]
         preprocess, source = torchvision_preprocess(), str(weights)

@@ -143,8 +143,18 @@ def train(
     ),
     lr: float = typer.Option(T.lr, "--lr", help="Initial learning rate (section 5: 0.01)."),
     momentum: float = typer.Option(T.momentum, help="SGD momentum (section 5: 0.9)."),
+    momentum_form: str = typer.Option(
+        T.momentum_form,
+        "--momentum-form",
+        help="'paper': the learning rate inside the velocity (section 5, Caffe); 'torch': torch's SGD.",
+    ),
     weight_decay: float = typer.Option(
         T.weight_decay, "--weight-decay", help="Weight decay (section 5: 0.0005)."
+    ),
+    bias_decay: bool = typer.Option(
+        T.bias_decay,
+        "--bias-decay/--no-bias-decay",
+        help="Also decay the biases (cuda-convnet2 and Caffe: no).",
     ),
     schedule: str = typer.Option(
         T.schedule,
@@ -164,7 +174,17 @@ def train(
         help="Std of the PCA lighting coefficients (section 4.1: 0.1; 0 turns it off).",
     ),
     arch: str = typer.Option(T.arch, help="'paper' (two towers) or 'torchvision'."),
+    lighting_units: str = typer.Option(
+        T.lighting_units,
+        "--lighting-units",
+        help="'eigenvalue': alpha_i lambda_i (the paper's words); 'stddev': sqrt(lambda_i) (cuda-convnet2).",
+    ),
     dropout: float = typer.Option(T.dropout, help="Dropout on fc6 and fc7 outputs (section 4.2: 0.5)."),
+    dropout_form: str = typer.Option(
+        T.dropout_form,
+        "--dropout-form",
+        help="'paper': no rescale in training, x(1-p) at test (section 4.2); 'inverted': torch's nn.Dropout.",
+    ),
     bias_init: float = typer.Option(
         T.bias_init, "--bias-init", help="Bias of conv2/4/5 and fc6/7 (section 5: 1; Caffe uses 0.1)."
     ),
@@ -228,14 +248,18 @@ def train(
         batch_size=batch_size,
         lr=lr,
         momentum=momentum,
+        momentum_form=momentum_form,
         weight_decay=weight_decay,
+        bias_decay=bias_decay,
         schedule=schedule,
         lr_drops=lr_drops,
         patience=patience,
         step_epochs=step_epochs,
         lighting_std=lighting,
+        lighting_units=lighting_units,
         arch=arch,
         dropout=dropout,
+        dropout_form=dropout_form,
         bias_init=bias_init,
         gpus=gpus,
         devices=tuple(devices.split(",")) if devices else None,

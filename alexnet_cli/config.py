@@ -9,6 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LIGHTING_STD = 0.1  # section 4.1: PCA lighting coefficients alpha_i ~ N(0, 0.1)
+# Choices where the paper's text allows readings: docs/recipe.md has the paper's sentence, what
+# cuda-convnet2 and Caffe do, and why the default is what it is.
+DROPOUT_FORMS = ("paper", "inverted")  # x0.5 at test (section 4.2) / x2 in training (nn.Dropout)
+MOMENTUM_FORMS = ("paper", "torch")  # the rate inside the velocity (section 5, Caffe) / torch's SGD
+LIGHTING_UNITS = ("eigenvalue", "stddev")  # alpha_i lambda_i in [0,1] pixel units / alpha_i sqrt(lambda_i)
+# What a checkpoint written before these choices existed was trained with.
+LEGACY_RECIPE = {
+    "dropout_form": "inverted",
+    "momentum_form": "torch",
+    "bias_decay": True,
+    "lighting_units": "eigenvalue",
+}
 # prep's JPEG storage: 4:4:4 at quality 90 is 26 KB and 38.8 dB PSNR per 256x256 ImageNet crop;
 # 4:2:0 needs quality 95 (29 KB) for the same PSNR (docs/format.md has the table).
 JPEG_QUALITY = 90
@@ -21,6 +33,9 @@ class ModelConfig:
     arch: str = "paper"  # "paper" (model.AlexNet) or "torchvision" (torchvision.models.alexnet)
     num_classes: int = 1000
     dropout: float = 0.5  # section 4.2: p = 0.5 on the outputs of fc6 and fc7
+    # Section 4.2: "setting to zero the output of each hidden neuron with probability 0.5 ...
+    # At test time, we use all the neurons but multiply their outputs by 0.5".
+    dropout_form: str = "paper"
     weight_std: float = 0.01  # section 5: every weight ~ N(0, 0.01)
     # Section 5: biases 1 in conv2, conv4, conv5, fc6, fc7 ("accelerates the early stages of
     # learning by providing the ReLUs with positive inputs"), 0 elsewhere. Caffe's bvlc_alexnet
@@ -40,6 +55,10 @@ class TrainConfig:
     lr: float = 0.01  # "The learning rate was initialized at 0.01"
     momentum: float = 0.9  # "momentum of 0.9"
     weight_decay: float = 5e-4  # "weight decay of 0.0005"
+    # v <- 0.9 v - 0.0005 e w - e dL/dw; w <- w + v: the rate inside the velocity (section 5)
+    momentum_form: str = "paper"
+    # The update rule decays "w", the weights; cuda-convnet2 and Caffe leave biases undecayed.
+    bias_decay: bool = False
     # "divide the learning rate by 10 when the validation error rate stopped improving with the
     # current learning rate"; "step" is pytorch/examples' common alternative.
     schedule: str = "plateau"
@@ -47,9 +66,12 @@ class TrainConfig:
     patience: int = 5  # epochs without a better val top-1 before a drop (the paper does not say)
     step_epochs: int = 30  # schedule "step": divide by 10 every 30 epochs
     lighting_std: float = LIGHTING_STD
+    # "magnitudes proportional to the corresponding eigenvalues": of the [0,1]-pixel covariance
+    lighting_units: str = "eigenvalue"
     # The network (sections 3, 4.2, 5; ModelConfig)
     arch: str = ModelConfig.arch
     dropout: float = ModelConfig.dropout
+    dropout_form: str = ModelConfig.dropout_form
     bias_init: float = ModelConfig.bias_init
     weight_std: float = ModelConfig.weight_std
     # Hardware
@@ -117,9 +139,9 @@ class DemoConfig:
     workdir: Path = Path("alexnet-demo")
     train_per_class: int = 60
     val_per_class: int = 10
-    epochs: int = 4
-    batch_size: int = 32
-    lr: float = 0.005
-    bias_init: float = 0.1
+    epochs: int = 6
+    batch_size: int = 32  # 600 images: batches of 128 would leave 5 steps an epoch
+    lr: float = TrainConfig.lr
+    bias_init: float = TrainConfig.bias_init
     seed: int = 0
     workers: int = 2  # prep and loader processes: the two cores of a small machine

@@ -24,13 +24,18 @@ MARKER = ".alexnet-demo"  # marks a folder the demo made, so a rerun may replace
 
 def reductions(cfg: DemoConfig) -> list[str]:
     """What the demo changes against the paper's recipe (section 5), one line each."""
-    return [
+    lines = [
         f"data: {10 * cfg.train_per_class} generated training images of 10 classes "
         "(paper: 1.2 million of 1000)",
         f"epochs: {cfg.epochs} (paper: about 90)",
-        f"batch size: {cfg.batch_size} (paper: 128), learning rate {cfg.lr} (paper: 0.01)",
-        f"bias init: {cfg.bias_init} in conv2/4/5 and fc6/7 (paper: 1; Caffe's bvlc_alexnet uses 0.1)",
-        "network: unchanged (the paper's two towers, LRN, dropout, 10 outputs)",
+        f"batch size: {cfg.batch_size} (paper: 128)",
+    ]
+    if cfg.lr != TrainConfig.lr:
+        lines.append(f"learning rate: {cfg.lr} (paper: {TrainConfig.lr})")
+    if cfg.bias_init != TrainConfig.bias_init:
+        lines.append(f"bias init: {cfg.bias_init} in conv2/4/5 and fc6/7 (paper: {TrainConfig.bias_init})")
+    return lines + [
+        "network and the rest of the recipe: the paper's (two towers, LRN, dropout, SGD, 10 outputs)"
     ]
 
 
@@ -92,10 +97,8 @@ def run_demo(
         cfg.epochs,
         "--batch-size",
         cfg.batch_size,
-        "--lr",
-        cfg.lr,
-        "--bias-init",
-        cfg.bias_init,
+        *(["--lr", cfg.lr] if cfg.lr != TrainConfig.lr else []),
+        *(["--bias-init", cfg.bias_init] if cfg.bias_init != TrainConfig.bias_init else []),
         "--seed",
         cfg.seed,
     )

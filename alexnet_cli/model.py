@@ -18,12 +18,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet_cli.config import ModelConfig
+from alexnet_cli import randomness
+from alexnet_cli.config import DROPOUT_FORMS, ModelConfig
 
 ARCHES = ("paper", "torchvision")
 
@@ -123,10 +125,71 @@ class LocalResponseNorm(nn.Module):
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
 
 
+@dataclass(frozen=True)
+class DropoutMasks:
+    """Where this step's dropout masks come from: the whole global batch's masks are drawn from
+    (key, layer) alone, and this process keeps rows `start:start + n` (its share of the batch),
+    so a sample's masks do not depend on how many processes share the batch (nor on restarts)."""
+
+    key: tuple[int, ...]  # (run seed, epoch, step)
+    start: int  # this process's first sample in the global batch
+    global_size: int
+
+    def keep(self, x: torch.Tensor, layer: int, p: float) -> torch.Tensor:
+        """Bernoulli(1 - p) keep mask for `x`, this process's rows of the global batch's."""
+        g = torch.Generator(device=x.device).manual_seed(
+            randomness.torch_seed(randomness.DROPOUT, *self.key, layer)
+        )
+        u = torch.rand((self.global_size, *x.shape[1:]), generator=g, device=x.device, dtype=torch.float32)
+        return u[self.start : self.start + x.shape[0]] >= p
+
+
+class Dropout(nn.Module):
+    """Section 4.2's dropout on a layer's outputs. form "paper": zero each output with
+    probability p in training, "at test time ... multiply their outputs by 0.5" (1 - p);
+    "inverted": torch's nn.Dropout, which divides the kept outputs by 1 - p in training and
+    leaves test time alone. The expected output is the same; the training dynamics are not
+    (with "inverted" the next layer sees inputs twice as large while training).
+
+    Masks come from `masks` when the training loop sets them (set_dropout_masks), else from
+    torch's global generator."""
+
+    def __init__(self, p: float = 0.5, form: str = "paper"):
+        super().__init__()
+        if form not in DROPOUT_FORMS:
+            raise ValueError(f"unknown dropout form {form!r}; choose one of {', '.join(DROPOUT_FORMS)}")
+        self.p, self.form = p, form
+        self.layer = 0  # which mask stream: set by set_dropout_masks
+        self.masks: DropoutMasks | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0:
+            return x
+        if not self.training:
+            return x * (1 - self.p) if self.form == "paper" else x
+        if self.masks is None:
+            if self.form == "inverted":
+                return F.dropout(x, self.p, training=True)
+            keep = torch.empty_like(x).bernoulli_(1 - self.p)
+        else:
+            keep = self.masks.keep(x, self.layer, self.p).to(x.dtype)
+        return x * keep if self.form == "paper" else x * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, form={self.form}"
+
+
+def set_dropout_masks(model: nn.Module, masks: DropoutMasks | None) -> None:
+    """Give every Dropout of `model` this step's mask source (None: torch's generator). Each
+    layer draws its own stream, numbered in module order, the same on every placement."""
+    for layer, module in enumerate(m for m in model.modules() if isinstance(m, Dropout)):
+        module.layer, module.masks = layer, masks
+
+
 class Tower(nn.Module):
     """One GPU's half of Figure 2: 48-128-192-192-128 kernels, 2048+2048 fc units."""
 
-    def __init__(self, dropout: float = 0.5):
+    def __init__(self, dropout: float = 0.5, dropout_form: str = "paper"):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 48, kernel_size=11, stride=4, padding=2)
         self.norm1 = LocalResponseNorm()
@@ -139,9 +202,9 @@ class Tower(nn.Module):
         self.conv5 = nn.Conv2d(192, 128, kernel_size=3, padding=1)
         self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2)
         self.fc6 = nn.Linear(2 * 128 * 6 * 6, 2048)  # sees both towers
-        self.drop6 = nn.Dropout(dropout)
+        self.drop6 = Dropout(dropout, dropout_form)
         self.fc7 = nn.Linear(2 * 2048, 2048)  # sees both towers
-        self.drop7 = nn.Dropout(dropout)
+        self.drop7 = Dropout(dropout, dropout_form)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 and conv2: each tower on its own, from the image to 128 maps of 13x13."""
@@ -171,11 +234,12 @@ class AlexNet(nn.Module):
         num_classes: int = 1000,
         devices: Sequence[str | torch.device] | None = None,
         dropout: float = 0.5,
+        dropout_form: str = "paper",
         weight_std: float = 0.01,
         bias_init: float = 1.0,
     ):
         super().__init__()
-        self.towers = nn.ModuleList([Tower(dropout), Tower(dropout)])
+        self.towers = nn.ModuleList([Tower(dropout, dropout_form), Tower(dropout, dropout_form)])
         self.fc8 = nn.Linear(2 * 2048, num_classes)
         init_paper(self, weight_std, bias_init)
         self.towers_apart = False  # True once place()d: each tower then runs on its own device
@@ -294,12 +358,22 @@ def _split_towers_hook(module, state, prefix, *args):
 def build_model(config: ModelConfig, devices: Sequence[str | torch.device] | None = None) -> nn.Module:
     """The network a config names: the paper's, or torchvision's single-tower variant."""
     if config.arch == "paper":
-        return AlexNet(config.num_classes, devices, config.dropout, config.weight_std, config.bias_init)
+        return AlexNet(
+            config.num_classes,
+            devices,
+            config.dropout,
+            config.dropout_form,
+            config.weight_std,
+            config.bias_init,
+        )
     if config.arch == "torchvision":
         from torchvision.models import alexnet
 
         if devices is not None and len({str(d) for d in devices}) > 1:
             raise ValueError("arch 'torchvision' has no towers to split; use arch 'paper' for two devices")
         model = alexnet(weights=None, num_classes=config.num_classes, dropout=config.dropout)
+        for i, module in enumerate(model.classifier):  # ours, so that the form and masks apply too
+            if isinstance(module, nn.Dropout):
+                model.classifier[i] = Dropout(config.dropout, config.dropout_form)
         return model.to(devices[0]) if devices is not None else model
     raise ValueError(f"unknown arch {config.arch!r}; choose one of {', '.join(ARCHES)}")

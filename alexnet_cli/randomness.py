@@ -12,7 +12,9 @@ import numpy as np
 AUGMENT = 1  # each image's crop, reflection and lighting: (seed, epoch, image index), section 4.1
 ORDER = 2  # the epoch's order of the training images: (seed, epoch)
 INIT = 3  # the initial weights: (seed,), the same on every rank
-DROPOUT = 4  # dropout masks: (seed, epoch, step, rank), section 4.2
+DROPOUT = (
+    4  # dropout masks: (seed, epoch, step, layer), drawn over the whole global batch (model.DropoutMasks)
+)
 
 
 def generator(stream: int, *keys: int) -> np.random.Generator:

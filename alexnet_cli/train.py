@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from alexnet_cli import distributed, randomness
 from alexnet_cli.accuracy import topk_correct
 from alexnet_cli.checkpoint import (
+    PER_RANK_DROPOUT_SCHEME,
     EpochTotals,
     RunState,
     load_checkpoint,
@@ -41,14 +42,15 @@ from alexnet_cli.checkpoint import (
     save_checkpoint,
     training_checkpoint,
 )
-from alexnet_cli.config import TrainConfig
+from alexnet_cli.config import DROPOUT_FORMS, LEGACY_RECIPE, LIGHTING_UNITS, MOMENTUM_FORMS, TrainConfig
 from alexnet_cli.data import augment
 from alexnet_cli.data.inputs import PreparedInputs, SyntheticInputs
 from alexnet_cli.data.transforms import network_input
 from alexnet_cli.devices import Placement, placement
 from alexnet_cli.errors import AlexnetError, InputError, Preempted
 from alexnet_cli.memory import keep_freed_memory
-from alexnet_cli.model import ARCHES, ModelConfig, build_model
+from alexnet_cli.model import ARCHES, DropoutMasks, ModelConfig, build_model, set_dropout_masks
+from alexnet_cli.optim import make_optimizer, make_scheduler
 from alexnet_cli.preemption import StopFlag, stop_signals
 from alexnet_cli.progress import TrainProgress
 from alexnet_cli.run_folder import TensorBoard, last_good, prepare_run_dir, write_records
@@ -59,14 +61,18 @@ RECIPE = (
     "batch_size",
     "lr",
     "momentum",
+    "momentum_form",
     "weight_decay",
+    "bias_decay",
     "schedule",
     "lr_drops",
     "patience",
     "step_epochs",
     "lighting_std",
+    "lighting_units",
     "arch",
     "dropout",
+    "dropout_form",
     "bias_init",
     "weight_std",
     "seed",
@@ -250,14 +256,14 @@ def set_up(
         )
 
     # Model (the tower split when placed on two devices), optimizer, schedule
-    model_config = ModelConfig(cfg.arch, len(data.classes), cfg.dropout, cfg.weight_std, cfg.bias_init)
+    model_config = ModelConfig(
+        cfg.arch, len(data.classes), cfg.dropout, cfg.dropout_form, cfg.weight_std, cfg.bias_init
+    )
     torch.manual_seed(randomness.torch_seed(randomness.INIT, cfg.seed))  # the same weights on every rank
     model = build_model(model_config, place.towers) if place.towers else build_model(model_config).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
-    )
+    optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer)
     net = model
     if rank.enabled:
@@ -348,12 +354,14 @@ def train_one_epoch(run: Run, epoch: int) -> EpochTime | None:
 def train_step(run: Run, batch: dict[str, Any], epoch: int) -> StepReport:
     """One optimizer step on this rank's share of a global batch."""
     state, rank = run.state, run.rank
-    # Dropout masks from (seed, epoch, step, rank): a restart redraws the same ones.
-    torch.manual_seed(
-        randomness.torch_seed(randomness.DROPOUT, run.cfg.seed, epoch, state.epoch_step, rank.rank)
-    )
+    set_step_dropout(run, epoch, batch["global_size"])
     x = augment.train_input(
-        batch, run.data.preprocess, run.data.pca, run.device, memory_format=run.input_format
+        batch,
+        run.data.preprocess,
+        run.data.pca,
+        run.device,
+        run.cfg.lighting_units,
+        memory_format=run.input_format,
     )
     y = batch["labels"].to(run.device, non_blocking=True)
 
@@ -376,6 +384,22 @@ def train_step(run: Run, batch: dict[str, Any], epoch: int) -> StepReport:
 
     run.totals.add(loss_sum, topk_correct(logits.detach(), y), len(y))
     return report
+
+
+def set_step_dropout(run: Run, epoch: int, global_size: int) -> None:
+    """This step's dropout masks: drawn from (seed, epoch, step, layer) over the whole global
+    batch, this rank keeping its own samples' rows, so that neither a restart nor the number of
+    processes changes them. A run started before that scheme keeps its own (masks from torch's
+    generator seeded per step and rank), so that it resumes exactly."""
+    cfg, state, rank = run.cfg, run.state, run.rank
+    if run.state.seed_scheme == PER_RANK_DROPOUT_SCHEME:
+        torch.manual_seed(
+            randomness.torch_seed(randomness.DROPOUT, cfg.seed, epoch, state.epoch_step, rank.rank)
+        )
+        set_dropout_masks(run.model, None)
+        return
+    share = distributed.shard_range(global_size, rank.rank, rank.world_size)  # the loader's split
+    set_dropout_masks(run.model, DropoutMasks((cfg.seed, epoch, state.epoch_step), share.start, global_size))
 
 
 def agree(run: Run, loss_sum: torch.Tensor, images: int) -> StepReport:
@@ -477,24 +501,12 @@ def summary(run: Run, stopped: Stopped) -> dict[str, Any]:
 # The recipe's pieces
 
 
-def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer):
-    if cfg.schedule == "plateau":
-        # min_lr stops the drops after `lr_drops` of them ("reduced three times").
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer,
-            mode="max",
-            factor=0.1,
-            patience=cfg.patience,
-            min_lr=cfg.lr * 0.1**cfg.lr_drops * (1 - 1e-6),
-        )
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_epochs, gamma=0.1)
-
-
 def check_resumable(ckpt: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
     """A run continues exactly only with the recipe it started with."""
     if "optimizer" not in ckpt or "epoch_step" not in ckpt:
         raise InputError(f"{path}: holds no optimizer state (best.pt is for eval); resume from last.pt")
-    before = ckpt.get("train_config", {})
+    # A run from before a recipe choice existed was trained with what the code did then.
+    before = {**LEGACY_RECIPE, **ckpt.get("train_config", {})}
     changed = [k for k in RECIPE if k in before and before[k] != getattr(cfg, k)]
     if changed:
         detail = ", ".join(
@@ -519,6 +531,13 @@ def check_options(cfg: TrainConfig) -> None:
         raise InputError(f"--schedule {cfg.schedule}: choose one of {', '.join(SCHEDULES)}")
     if cfg.arch not in ARCHES:
         raise InputError(f"--arch {cfg.arch}: choose one of {', '.join(ARCHES)}")
+    for option, value, choices in (
+        ("dropout-form", cfg.dropout_form, DROPOUT_FORMS),
+        ("momentum-form", cfg.momentum_form, MOMENTUM_FORMS),
+        ("lighting-units", cfg.lighting_units, LIGHTING_UNITS),
+    ):
+        if value not in choices:
+            raise InputError(f"--{option} {value}: choose one of {', '.join(choices)}")
     if cfg.resume not in (None, "last", "auto"):
         raise InputError(f"--resume {cfg.resume}: use --resume last (continue --run-dir) or --resume auto")
     if cfg.lr <= 0 or cfg.workers < 0 or not 0 <= cfg.dropout < 1:

@@ -16,6 +16,9 @@ table of where each net's step goes.
 to the OS (which zero-fills each page again on the next allocation, a large share of a CPU step
 here); it applies to both nets, as a training process could set it for itself.
 
+Also times the optimizer step alone on the paper net's 61M parameters: section 5's momentum
+form (optim.PaperSGD, biases undecayed: `alexnet train`'s default) against torch's SGD.
+
 The last line is `paper/torchvision images/s = X.XX` (> 1: the paper model is faster).
 """
 
@@ -59,6 +62,18 @@ def training_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Te
         optimizer.step()
 
     return step
+
+
+def optimizer_steps(model: torch.nn.Module) -> dict[str, Callable[[], None]]:
+    """One optimizer step on fixed random gradients: the paper's form against torch's SGD."""
+    from alexnet_cli.config import TrainConfig
+    from alexnet_cli.optim import make_optimizer
+
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    paper = make_optimizer(TrainConfig(), model)
+    torch_sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    return {"PaperSGD, no bias decay": paper.step, "torch.optim.SGD": torch_sgd.step}
 
 
 def interleaved_times(runs: dict[str, Callable[[], None]], steps: int, rounds: int) -> dict[str, list[Timing]]:
@@ -192,6 +207,11 @@ def main() -> None:
     report(times, args.batch_size)
     if args.profile:
         profile_table(steps, args.rounds)
+    opt = interleaved_times(optimizer_steps(build_model(ModelConfig())), args.steps, args.rounds)
+    print("optimizer step alone (61M parameters):")
+    report(opt, args.batch_size)
+    ratio = best(opt["torch.optim.SGD"]) / best(opt["PaperSGD, no bias decay"])
+    print(f"optimizer step: paper form / torch SGD speed = {ratio:.2f} (>= 1: no slower)")
     paper, tv = times["paper"], times["torchvision"]
     print(f"paper/torchvision by best CPU time = {best(tv, 'cpu') / best(paper, 'cpu'):.2f}")
     print(f"paper/torchvision images/s = {best(tv) / best(paper):.2f}")

@@ -104,7 +104,7 @@ def main() -> None:
     for epoch in range(args.epochs):
         t0, peak, batches = time.perf_counter(), (0, 0, 0, 0), 0
         for batch in loader.batch_loader(images, loader.epoch_batches(indices, args.batch_size, 0, epoch), args.workers):
-            x = train_input(batch, preprocess, pca, device, torch.float32, torch.channels_last)  # as train on the CPU
+            x = train_input(batch, preprocess, pca, device, memory_format=torch.channels_last)  # as train on the CPU
             assert x.shape[1:] == (3, 224, 224)
             del x, batch
             batches += 1

@@ -116,3 +116,12 @@ def test_per_image_and_batched_centring_agree_exactly():
     batched = augment.centred_patches(images, mean, top, left, flip, offsets, torch.float32)
     per_image = augment.centred_patches_per_image(images, mean, top, left, flip, offsets, torch.float32)
     assert torch.equal(batched, per_image)
+
+
+def test_lighting_units_stddev_is_cuda_convnet2s_square_roots():
+    values, vectors = np.array(PCA["eigenvalues"]), np.array(PCA["eigenvectors"])
+    alpha = torch.tensor([[0.1, -0.2, 0.3]], dtype=torch.float64)
+    got = augment.lighting_offsets(alpha, PCA, "stddev")[0].numpy()
+    assert np.allclose(got, vectors @ (alpha[0].numpy() * np.sqrt(values * 255**2)))  # sqrt of 0..255 eigenvalues
+    paper = augment.lighting_offsets(alpha, PCA, "eigenvalue")[0].numpy()
+    assert np.allclose(paper, vectors @ (alpha[0].numpy() * 255 * values))

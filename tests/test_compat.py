@@ -6,7 +6,8 @@ the tests skip.
 What the old code writes, and what it computed from its own files, is the reference:
 - every stored image decodes to the same pixels, and the statistics read the same;
 - eval (10 crops) and predict give the old numbers;
-- resuming the old last.pt continues to the same weights as the old code running on.
+- resuming the old last.pt (with the recipe it was trained with, which must be asked for now that
+  the defaults are the paper's) continues to the same weights as the old code running on.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def test_an_old_last_pt_resumes_to_the_old_codes_weights(old, tmp_path):
     import shutil
 
     from alexnet_cli.config import TrainConfig
+    from alexnet_cli.errors import InputError
     from alexnet_cli.progress import TrainProgress
     from alexnet_cli.train import train
 
@@ -118,7 +120,12 @@ def test_an_old_last_pt_resumes_to_the_old_codes_weights(old, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(root / "run", run)
     base = dict(data=str(root / "ds.h5"), batch_size=10, workers=0, bias_init=0.1, lr=0.005, checkpoint_minutes=1e9)
-    summary = train(TrainConfig(run_dir=str(run), epochs=2, resume="last", **base), TrainProgress(enabled=False))
+    # The recipe that code ran (the defaults have since become the paper's): asked for explicitly.
+    old_recipe = dict(momentum_form="torch", bias_decay=True, dropout_form="inverted")
+    quiet = TrainProgress(enabled=False)
+    with pytest.raises(InputError, match="--momentum-form torch \\(now paper\\)"):
+        train(TrainConfig(run_dir=str(run), epochs=2, resume="last", **base), quiet)
+    summary = train(TrainConfig(run_dir=str(run), epochs=2, resume="last", **base, **old_recipe), quiet)
     assert summary["epochs_completed"] == 2
     resumed = torch.load(run / "last.pt", weights_only=True)
     straight = torch.load(root / "straight/last.pt", weights_only=True)

@@ -30,10 +30,11 @@ def lrn_reference(a: torch.Tensor, n=5, k=2.0, alpha=1e-4, beta=0.75) -> torch.T
     return out
 
 
-def grouped_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
+def grouped_reference(sd: dict, x: torch.Tensor, test_scale: float = 0.5) -> torch.Tensor:
     """The network written against the grouped single-model layout (eval mode), independent of
     the Tower code: grouped convs, LRN per group of 48 maps via torch's LocalResponseNorm
-    (whose alpha is divided by n, hence 5e-4)."""
+    (whose alpha is divided by n, hence 5e-4); fc6 and fc7 outputs times `test_scale` (section
+    4.2's "multiply their outputs by 0.5"; 1 for inverted dropout)."""
     lrn = torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
 
     def norm(t):
@@ -45,8 +46,8 @@ def grouped_reference(sd: dict, x: torch.Tensor) -> torch.Tensor:
     x = F.relu(F.conv2d(x, sd["conv3.weight"], sd["conv3.bias"], padding=1))
     x = F.relu(F.conv2d(x, sd["conv4.weight"], sd["conv4.bias"], padding=1, groups=2))
     x = F.max_pool2d(F.relu(F.conv2d(x, sd["conv5.weight"], sd["conv5.bias"], padding=1, groups=2)), 3, 2)
-    x = F.relu(F.linear(x.flatten(1), sd["fc6.weight"], sd["fc6.bias"]))
-    x = F.relu(F.linear(x, sd["fc7.weight"], sd["fc7.bias"]))
+    x = F.relu(F.linear(x.flatten(1), sd["fc6.weight"], sd["fc6.bias"])) * test_scale
+    x = F.relu(F.linear(x, sd["fc7.weight"], sd["fc7.bias"])) * test_scale
     return F.linear(x, sd["fc8.weight"], sd["fc8.bias"])
 
 
@@ -76,16 +77,17 @@ def test_state_dict_is_the_grouped_layout_in_network_order():
         assert tuple(sd[key].shape) == shape, key
 
 
-def test_forward_equals_an_independent_grouped_implementation():
+@pytest.mark.parametrize("form,test_scale", [("paper", 0.5), ("inverted", 1.0)])
+def test_forward_equals_an_independent_grouped_implementation(form, test_scale):
     torch.manual_seed(0)
-    model = AlexNet(num_classes=7, bias_init=0.1).eval()
+    model = AlexNet(num_classes=7, bias_init=0.1, dropout_form=form).eval()
     # larger weights than the init so that LRN's denominator really departs from k
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(5)
     x = torch.randn(2, 3, 224, 224) * 60
     sd = model.state_dict()
-    torch.testing.assert_close(model(x), grouped_reference(sd, x), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model(x), grouped_reference(sd, x, test_scale), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("channels", [1, 3, 48])
@@ -239,3 +241,60 @@ def test_torchvision_arch_reuses_torchvision():
 def test_unknown_arch():
     with pytest.raises(ValueError, match="unknown arch"):
         build_model(ModelConfig(arch="vgg"))
+
+
+# --------------------------------------------------------------------------------------------
+# Dropout (section 4.2)
+
+
+@pytest.mark.parametrize("form", ["paper", "inverted"])
+def test_dropout_forms_train_and_test_as_described(form):
+    from alexnet_cli.model import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.5, form)
+    x = torch.rand(400, 256) + 0.5
+    y = drop.train()(x)
+    kept = y != 0
+    assert 0.45 < kept.float().mean() < 0.55
+    scale = 1.0 if form == "paper" else 2.0  # the paper never rescales in training
+    assert torch.equal(y[kept], x[kept] * scale)
+    test = drop.eval()(x)
+    assert torch.equal(test, x * 0.5 if form == "paper" else x)  # "multiply their outputs by 0.5"
+    # the same expected function either way: the mean training output is the test output's
+    assert torch.allclose(y.mean(), test.mean(), rtol=0.03)
+
+
+def test_dropout_masks_depend_on_the_sample_not_on_how_the_batch_is_shared():
+    from alexnet_cli.model import DropoutMasks
+
+    x = torch.ones(8, 32)
+    whole = DropoutMasks((0, 1, 2), 0, 8).keep(x, 0, 0.5)
+    halves = [DropoutMasks((0, 1, 2), s, 8).keep(x[s : s + 4], 0, 0.5) for s in (0, 4)]
+    thirds = [DropoutMasks((0, 1, 2), s, 8).keep(x[s:e], 0, 0.5) for s, e in ((0, 3), (3, 6), (6, 8))]
+    assert torch.equal(torch.cat(halves), whole) and torch.equal(torch.cat(thirds), whole)
+    assert not torch.equal(DropoutMasks((0, 1, 3), 0, 8).keep(x, 0, 0.5), whole)  # another step
+    assert not torch.equal(DropoutMasks((0, 1, 2), 0, 8).keep(x, 1, 0.5), whole)  # another layer
+
+
+def test_set_dropout_masks_numbers_the_layers_alike_on_every_placement():
+    from alexnet_cli.model import Dropout, DropoutMasks, set_dropout_masks
+
+    one, split = AlexNet(10), AlexNet(10, devices=("cpu", "cpu"))
+    masks = DropoutMasks((0, 0, 0), 0, 2)
+    for model in (one, split):
+        set_dropout_masks(model, masks)
+    layers = [[(n, m.layer) for n, m in model.named_modules() if isinstance(m, Dropout)] for model in (one, split)]
+    assert layers[0] == layers[1] and [k for _, k in layers[0]] == [0, 1, 2, 3]
+    torch.manual_seed(5)
+    x = torch.randn(2, 3, 224, 224)
+    split.load_state_dict(one.state_dict())
+    torch.testing.assert_close(one.train()(x), split.train()(x), rtol=1e-4, atol=1e-4)
+
+
+def test_torchvision_arch_uses_the_chosen_dropout_form():
+    from alexnet_cli.model import Dropout
+
+    model = build_model(ModelConfig(arch="torchvision", num_classes=10, dropout_form="paper"))
+    forms = [m.form for m in model.modules() if isinstance(m, Dropout)]
+    assert forms == ["paper", "paper"] and not any(type(m) is torch.nn.Dropout for m in model.modules())

@@ -356,7 +356,12 @@ def test_checkpoints_of_another_architecture_or_class_count_are_refused(checkpoi
 def test_resume_from_a_checkpoint_of_other_classes_is_refused(tiny, checkpoint, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    config = {"batch_size": 128, "arch": "paper", "seed": 0}
+    from dataclasses import asdict
+
+    from alexnet_cli.config import TrainConfig
+
+    config = asdict(TrainConfig(data=str(tiny)))  # the recipe this command line asks for
+    config["devices"] = None
     ckpt = _checkpoint_like(checkpoint, classes=[["n09999999", "x"], ["n09999998", "y"]], optimizer={}, scheduler={},
                             epoch=1, epoch_step=0, step=1, train_config=config)
     save_checkpoint(run / "last.pt", ckpt)

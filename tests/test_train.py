@@ -94,6 +94,10 @@ def test_checkpoint_is_self_contained_and_loads_with_weights_only(straight):
     assert ckpt["preprocess"]["kind"] == "mean_image" and ckpt["preprocess"]["mean_image"].shape == (3, 256, 256)
     assert ckpt["classes"] == [["n00000000", "class 0"], ["n00000001", "class 1"]]
     assert len(ckpt["pca"]["eigenvalues"]) == 3 and ckpt["train_config"]["batch_size"] == 4
+    # the recipe's choices are recorded, so that eval and a resume know them
+    assert ckpt["model_config"]["dropout_form"] == "paper"
+    recipe = {k: ckpt["train_config"][k] for k in ("momentum_form", "bias_decay", "lighting_units", "dropout_form")}
+    assert recipe == {"momentum_form": "paper", "bias_decay": False, "lighting_units": "eigenvalue", "dropout_form": "paper"}
     model = model_from_checkpoint(ckpt).eval()
     assert model(torch.zeros(1, 3, 224, 224)).shape == (1, 2)
     best = torch.load(run / "best.pt", weights_only=True)
@@ -161,18 +165,24 @@ def test_a_few_steps_decrease_the_loss(few_steps):
     assert losses[0] > losses[1] > losses[2]
 
 
-def test_two_gloo_processes_match_one_process_with_the_same_global_batch(data, few_steps, tmp_path):
-    run, one, _ = few_steps
+# One epoch of 2 steps with the paper's dropout on: its masks must not depend on the process count.
+DDP_STEPS = dict(epochs=1, limit=8, bias_init=0.1)
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(data, tmp_path):
+    run = tmp_path / "one"
+    one = train(config(data, run, **DDP_STEPS), QUIET)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "alexnet_cli", "train", "--data", str(data), "--run-dir", str(tmp_path), "--batch-size", "4",
-           "--workers", "0", "--json", *(f"--{k.replace('_', '-')}={v}" for k, v in FEW_STEPS.items())]
+           "--workers", "0", "--json", *(f"--{k.replace('_', '-')}={v}" for k, v in DDP_STEPS.items())]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (line,) = [x for x in proc.stdout.splitlines() if x.startswith("{")]  # only rank 0 reports
     two = json.loads(line)
-    assert two["world_size"] == 2 and two["steps"] == one["steps"] == 3
+    assert two["world_size"] == 2 and two["steps"] == one["steps"] == 2
     a, b = weights(run / "last.pt"), weights(tmp_path / "last.pt")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-4
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5, msg=k)
     # Exact validation: every val image counted once over the two ranks.
@@ -238,6 +248,20 @@ def test_resume_auto_starts_over_only_on_a_lone_first_best_pt(tmp_path):
 def test_resume_refuses_a_changed_recipe(data, straight):
     with pytest.raises(InputError, match="--lr 0.01 \\(now 0.02\\)"):
         train(config(data, straight[0], resume="last", lr=0.02), QUIET)
+    with pytest.raises(InputError, match="--dropout-form paper \\(now inverted\\)"):
+        train(config(data, straight[0], resume="last", dropout_form="inverted"), QUIET)
+
+
+def test_a_run_from_before_the_recipe_choices_resumes_only_with_its_old_recipe(data, straight, tmp_path):
+    """A last.pt without the new train_config keys was trained with torch's momentum, decayed
+    biases and inverted dropout: continuing it under the new defaults would change the recipe."""
+    ckpt = torch.load(straight[0] / "last.pt", weights_only=True)
+    for key in ("momentum_form", "bias_decay", "dropout_form", "lighting_units"):
+        del ckpt["train_config"][key]
+    (tmp_path / "old").mkdir()
+    torch.save(ckpt, tmp_path / "old" / "last.pt")
+    with pytest.raises(InputError, match="--momentum-form torch \\(now paper\\)"):
+        train(config(data, tmp_path / "old", resume="last", epochs=3), QUIET)
 
 
 @pytest.mark.parametrize("option", [dict(gpus=2), dict(devices=("cpu", "cuda:7"))])

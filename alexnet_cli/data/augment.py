@@ -67,15 +67,19 @@ def pca_from_stats(eigenvalues, eigenvectors) -> dict[str, Any]:
     }
 
 
-def lighting_offsets(alpha: torch.Tensor, pca: dict[str, Any]) -> torch.Tensor:
+def lighting_offsets(alpha: torch.Tensor, pca: dict[str, Any], units: str = "eigenvalue") -> torch.Tensor:
     """Section 4.1: [p1, p2, p3][alpha1 lambda1, alpha2 lambda2, alpha3 lambda3]^T per image.
 
-    alpha: [N, 3]. Returns [N, 3] RGB offsets in pixel units (0..255): prep's eigenvalues
-    and eigenvectors describe pixels scaled to [0, 1], hence the factor 255.
+    alpha: [N, 3]. Returns [N, 3] RGB offsets in pixel units (0..255). prep's eigenvalues and
+    eigenvectors describe pixels scaled to [0, 1]. units "eigenvalue": the paper's formula with
+    those eigenvalues, scaled by 255 to pixel units (fb.resnet.torch's reading); "stddev":
+    cuda-convnet2's, the square roots of the eigenvalues of the 0..255 covariance (the
+    components' standard deviations, 255 sqrt(lambda_i)): 2.4x to 18x stronger on ImageNet.
     """
     values = torch.as_tensor(pca["eigenvalues"], dtype=alpha.dtype, device=alpha.device)
     vectors = torch.as_tensor(pca["eigenvectors"], dtype=alpha.dtype, device=alpha.device)
-    return 255.0 * (alpha * values) @ vectors.T  # columns of `vectors` are the components
+    scale = values if units == "eigenvalue" else values.sqrt()
+    return 255.0 * (alpha * scale) @ vectors.T  # columns of `vectors` are the components
 
 
 def crop_mean(
@@ -100,14 +104,16 @@ def train_input(
     preprocess: dict[str, Any],
     pca: dict[str, Any],
     device: torch.device | str,
+    lighting_units: str = "eigenvalue",
     dtype: torch.dtype = torch.float32,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
     """A loader batch of uint8 NHWC patches -> network input [N, 3, 224, 224]: minus the mean
-    cut like each patch, plus PCA lighting."""
+    cut like each patch, plus PCA lighting (in `lighting_units`, see lighting_offsets)."""
     images = channels_last_view(batch["images"].to(device, non_blocking=True))
     mean = preprocess["mean_image"].to(images.device, dtype)
-    offsets = lighting_offsets(batch["alpha"].to(images.device, torch.float32), pca).to(dtype)
+    alpha = batch["alpha"].to(images.device, torch.float32)
+    offsets = lighting_offsets(alpha, pca, lighting_units).to(dtype)
     centre = centred_patches_per_image if images.device.type == "cpu" else centred_patches
     x = centre(images, mean, batch["top"], batch["left"], batch["flip"], offsets, dtype)
     return x.contiguous(memory_format=memory_format)
