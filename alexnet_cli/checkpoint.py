@@ -36,6 +36,7 @@ from torch import nn
 from alexnet_cli.errors import InputError
 from alexnet_cli.fileio import atomic_path
 from alexnet_cli.model import ModelConfig, build_model
+from alexnet_cli.pretrained import is_pretrained, torchvision_weights_file
 
 FORMAT_NAME = "alexnet-cli checkpoint"
 FORMAT_VERSION = 1
@@ -111,8 +112,9 @@ def _load_data(path: Path, map_location: str | torch.device = "cpu") -> Any:
 
 def load_torchvision_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A torchvision AlexNet state_dict as torchvision downloads it (e.g. alexnet-owt-7be5be79.pth),
-    loaded with weights_only=True. Whether it fits the architecture is load_weights' check."""
-    path = Path(path)
+    loaded with weights_only=True. Whether it fits the architecture is load_weights' check.
+    The name `torchvision` stands for torchvision's own IMAGENET1K_V1 file (pretrained.py)."""
+    path = torchvision_weights_file() if is_pretrained(path) else Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such weights file; give torchvision's alexnet-owt-7be5be79.pth")
     state = _load_data(path)

@@ -31,6 +31,7 @@ from alexnet_cli.data.transforms import normalize, softmax_average, torchvision_
 from alexnet_cli.errors import AlexnetError, InputError
 from alexnet_cli.fileio import atomic_path
 from alexnet_cli.model import ARCHES, ModelConfig, build_model
+from alexnet_cli.pretrained import is_pretrained
 
 TOPK = (1, 5)  # the paper reports top-1 and top-5 error rates
 
@@ -105,7 +106,12 @@ def load_classifier(
     weights: str | os.PathLike | None = None,
 ) -> Classifier:
     """An alexnet-cli checkpoint (its own arch, classes and preprocessing), or with
-    arch="torchvision" a torchvision AlexNet state_dict (ImageNet-1k, torchvision's mean/std)."""
+    arch="torchvision" a torchvision AlexNet state_dict (ImageNet-1k, torchvision's mean/std).
+    The name `torchvision`, as the checkpoint or the weights, is torchvision's pretrained file."""
+    if is_pretrained(checkpoint) and weights is None:
+        checkpoint, weights = None, checkpoint
+    if is_pretrained(weights):
+        arch = arch or "torchvision"
     if arch is not None and arch not in ARCHES:
         raise InputError(f"unknown --arch {arch!r}; choose one of: {', '.join(ARCHES)}")
     if weights is not None and checkpoint is not None:
