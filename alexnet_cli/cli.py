@@ -250,6 +250,8 @@ def train(
     checkpoint_minutes: float = typer.Option(30.0, "--checkpoint-minutes", help="Also write last.pt when this many minutes passed."),
     log_every: int = typer.Option(50, "--log-every", help="Without a terminal: one progress line per N steps."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to RUN_DIR/tensorboard (needs tensorboard)."),
+    init_from: Optional[str] = typer.Option(None, "--init-from", help="Fine-tune: start from this checkpoint's weights and preprocessing (or .safetensors, or 'torchvision'); fc8 is re-initialised when the classes differ."),
+    freeze: Optional[str] = typer.Option(None, help="Keep the weights fixed up to 'features' (conv1-conv5), 'fc6' or 'fc7'."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the run's summary) on stdout."),
 ) -> None:
     """Train the network with the paper's recipe (SGD, augmentation, dropout).
@@ -267,7 +269,7 @@ def train(
         channels_last=channels_last, compile=compile_, seed=seed, resume=resume, force=force,
         max_steps=max_steps, limit=limit, synthetic=synthetic, num_classes=num_classes,
         checkpoint_every=checkpoint_every, checkpoint_minutes=checkpoint_minutes, log_every=log_every,
-        tensorboard=tensorboard,
+        tensorboard=tensorboard, init_from=init_from, freeze=freeze,
     )
     summary = run_training(cfg)
     if summary is None:  # not rank 0 of a torchrun job

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from alexnet_cli import distributed
+from alexnet_cli import distributed, finetune
 from alexnet_cli.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from alexnet_cli.data import augment, loader
 from alexnet_cli.errors import AlexnetError, InputError, Preempted
@@ -49,6 +49,7 @@ METRIC_COLUMNS = (
 RECIPE = (
     "batch_size", "lr", "momentum", "weight_decay", "schedule", "lr_drops", "patience", "step_epochs",
     "lighting_std", "arch", "dropout", "bias_init", "weight_std", "seed", "limit", "synthetic",
+    "init_from", "freeze",
 )
 INIT_STREAM, DROPOUT_STREAM = 3, 4  # see augment.AUGMENT_STREAM, loader.ORDER_STREAM
 
@@ -96,6 +97,9 @@ class TrainConfig:
     checkpoint_minutes: float = 30.0  # ... and when this much time passed since the last one
     log_every: int = 50
     tensorboard: bool = False
+    # Fine-tuning (finetune.py)
+    init_from: str | None = None  # start from this checkpoint's weights (a .safetensors, `torchvision`)
+    freeze: str | None = None  # finetune.FREEZE: keep the weights up to this layer fixed
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,6 +151,9 @@ def _train(cfg: TrainConfig, place: "Placement", rank: distributed.DistInfo, sto
     model_config = ModelConfig(cfg.arch, len(data.classes), cfg.dropout, cfg.weight_std, cfg.bias_init)
     torch.manual_seed(_seed(INIT_STREAM, cfg.seed))  # the same initial weights on every rank
     model = build_model(model_config, place.towers) if place.towers else build_model(model_config).to(device)
+    if cfg.init_from is not None or cfg.freeze is not None:
+        data.preprocess = finetune.prepare(model, data.classes, data.preprocess, cfg.init_from, cfg.freeze, ckpt,
+                                           progress.message)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
