@@ -53,11 +53,17 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with weights_only=True; any failure is one clear line naming the file."""
+    """Load with weights_only=True (a .safetensors export: its tensors and card); any failure is
+    one clear line naming the file."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint; give a file written by `alexnet train`")
-    ckpt = _load_data(path, map_location)
+    if path.suffix.lower() == ".safetensors":  # `alexnet export`'s weights and card: no pickle at all
+        from alexnet_cli.export import read_safetensors
+
+        ckpt = read_safetensors(path)
+    else:
+        ckpt = _load_data(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME:
         raise InputError(f"{path}: not an alexnet-cli checkpoint (for torchvision weights use --arch torchvision --weights)")
     if int(ckpt.get("format_version", -1)) > FORMAT_VERSION:

@@ -297,7 +297,11 @@ def train(
 
 
 _ARCH_HELP = "'torchvision': score torchvision's AlexNet state_dict given by --weights (a checkpoint names its own)."
-_WEIGHTS_HELP = "torchvision AlexNet weights (e.g. alexnet-owt-7be5be79.pth), with --arch torchvision."
+_WEIGHTS_HELP = (
+    "torchvision AlexNet weights (e.g. alexnet-owt-7be5be79.pth) with --arch torchvision, or 'torchvision': "
+    "its pretrained ImageNet weights (downloaded once into TORCH_HOME)."
+)
+_CKPT_HELP = "Checkpoint written by `alexnet train`, a .safetensors export, or 'torchvision' (its pretrained ImageNet weights)."
 _GPUS_HELP = "0: CPU, 1: one GPU, 2: the paper's two-GPU split. Default: 1 if a GPU is present, else 0."
 
 
@@ -412,6 +416,37 @@ def predict(
         console.print(table)
     if failed:
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("export")
+def export_(
+    checkpoint: str = typer.Argument(..., help=_CKPT_HELP),
+    out: Path = typer.Argument(..., help="OUT.onnx (ONNX), OUT.pt2 (torch.export) or OUT.safetensors (weights); its card OUT.json goes beside it."),
+    opset: Optional[int] = typer.Option(None, min=7, help="ONNX opset. Default: the exporter's."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing OUT and its card."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a line."),
+) -> None:
+    """Write the inference network as ONNX, a torch.export program or safetensors weights, with a JSON card.
+
+    The graphs take uint8 images [batch, 256, 256, 3] (what predict feeds the network) and hold
+    the normalisation (mean image), the center crop and the network; see docs/export.md."""
+    from alexnet_cli.export import ExportConfig, run_export
+
+    result = run_export(checkpoint, ExportConfig(out, force, opset))
+    if as_json:
+        print(json.dumps(result.to_json()))
+        return
+    _render_export(result)
+
+
+def _render_export(r) -> None:
+    what = ("weights and the mean image" if r.format == "safetensors"
+            else f"uint8 images [batch, 256, 256, 3] -> logits [batch, {r.classes}]")
+    console.print(
+        escape(f"wrote {r.output} ({r.format}, {r.bytes / 2**20:,.1f} MiB: {what}) and its card {r.card}; "
+               f"read back, it matches torch within {r.max_abs_diff:.2g} ({r.seconds:.1f} s)"),
+        highlight=False, soft_wrap=True,
+    )
 
 
 @app.command()
