@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from alexnet_cli.data.format import IMAGE_SIZE
-from alexnet_cli.data.transforms import CROP, center_crop, normalize
+from alexnet_cli.data.transforms import CROP, center_crop, normalize, pixel_mean_std
 
 LIGHTING_STD = 0.1  # section 4.1: alpha_i ~ N(0, 0.1)
 # Streams of the run's seed, so that no two kinds of randomness share numbers.
@@ -93,12 +93,20 @@ def crop_mean(mean_image: torch.Tensor, top: torch.Tensor, left: torch.Tensor, f
 def train_input(batch: dict[str, torch.Tensor], preprocess: dict[str, Any], pca: dict[str, Any],
                 device: torch.device | str, dtype: torch.dtype = torch.float32,
                 memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """A loader batch of uint8 patches -> network input: minus the mean, plus PCA lighting."""
+    """A loader batch of uint8 patches -> network input: minus the mean, plus PCA lighting (then,
+    for torchvision's "mean_std" preprocessing, divided by its std, like the pixels at eval)."""
     images = batch["images"].to(device, non_blocking=True)
-    mean = preprocess["mean_image"].to(images.device, dtype)
+    std = None
+    if preprocess["kind"] == "mean_image":
+        mean = preprocess["mean_image"].to(images.device, dtype)
+    else:  # a per-channel mean is a constant mean image
+        channel_mean, std = pixel_mean_std(preprocess, images.device, dtype)
+        mean = channel_mean[0].expand(3, IMAGE_SIZE, IMAGE_SIZE)
     offsets = lighting_offsets(batch["alpha"].to(images.device, torch.float32), pca).to(dtype)
     centre = centred_patches_per_image if images.device.type == "cpu" else centred_patches
     x = centre(images, mean, batch["top"], batch["left"], batch["flip"], offsets, dtype)
+    if std is not None:
+        x /= std
     return x.contiguous(memory_format=memory_format)
 
 
