@@ -449,6 +449,94 @@ def _render_export(r) -> None:
     )
 
 
+_LAYER_HELP = "Layer: conv1..conv5 (after ReLU), pool1, pool2, pool5, fc6, fc7 (the last hidden layer), fc8 (logits)."
+
+
+@app.command()
+def features(
+    checkpoint: str = typer.Argument(..., help=_CKPT_HELP),
+    images: list[str] = typer.Argument(..., help="Image files and folders (searched recursively), or one prepared dataset (OUT.h5 of prep) with --split."),
+    out: Path = typer.Option(..., "--out", "-o", help="HDF5 file to write: features, sources, index, labels (docs/export.md)."),
+    layer: str = typer.Option("fc7", help=_LAYER_HELP),
+    split: str = typer.Option("train", help="The split of a prepared dataset."),
+    batch_size: int = typer.Option(64, min=1, help="Images per forward pass."),
+    gpus: Optional[int] = typer.Option(None, help="0: CPU, 1: one GPU. Default: 1 if a GPU is present, else 0."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Decoding processes (a split) or threads (files). Default: the cores, at most 8."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing OUT (and start over instead of resuming)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a line."),
+) -> None:
+    """A layer's activations for each image, one row per image with its source, in HDF5.
+
+    Written to OUT.partial as it goes: rerun the same command after an interruption to continue."""
+    from alexnet_cli.features import FeaturesConfig, run_features
+
+    config = FeaturesConfig(out, layer, split, batch_size, gpus, workers, force)
+    with _ProgressReporter("features") as report:
+        result = run_features(checkpoint, images, config, report, _say)
+    if as_json:
+        print(json.dumps(result.to_json()))
+    else:
+        console.print(escape(
+            f"wrote {result.output}: {result.rows:,} rows of {result.layer} ({result.dim:,} floats each) from "
+            f"{result.inputs:,} inputs, {len(result.failed)} skipped, in {result.seconds:.1f} s"
+            + (f" (resumed after {result.resumed_at:,})" if result.resumed_at else "")
+        ), highlight=False, soft_wrap=True)
+    if result.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def neighbors(
+    checkpoint: str = typer.Argument(..., help=_CKPT_HELP),
+    queries: list[str] = typer.Argument(..., help="Query image files or folders."),
+    gallery: Path = typer.Option(..., help="A prepared dataset (its --split's features are computed once and cached) or a file of `alexnet features`."),
+    split: str = typer.Option("train", help="The gallery dataset's split."),
+    k: int = typer.Option(6, "-k", min=1, help="Neighbours per query (Figure 4: 6)."),
+    layer: str = typer.Option("fc7", help=_LAYER_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Draw Figure 4's grid into this PNG."),
+    cache: Optional[Path] = typer.Option(None, envvar="ALEXNET_CACHE", show_envvar=True, help="Folder of cached gallery features. Default: ~/.cache/alexnet-cli."),
+    chunk_mb: int = typer.Option(64, min=1, help="Gallery MiB read per step: the search's memory bound."),
+    batch_size: int = typer.Option(64, min=1, help="Images per forward pass."),
+    gpus: Optional[int] = typer.Option(None, help="0: CPU, 1: one GPU. Default: 1 if a GPU is present, else 0."),
+    workers: Optional[int] = typer.Option(None, min=0, help="Decoding processes for the gallery. Default: the cores, at most 8."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """The paper's Figure 4: each query's k nearest gallery images by Euclidean distance of fc7 vectors."""
+    from alexnet_cli.neighbors import NeighborsConfig, run_neighbors
+
+    config = NeighborsConfig(gallery, split, k, layer, out, cache, chunk_mb, batch_size, gpus, workers, force)
+    with _ProgressReporter("gallery features") as features_report, _ProgressReporter("search") as search_report:
+        result = run_neighbors(checkpoint, queries, config, _say, features_report, search_report)
+    for line in result.failed:
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps(result.to_json()))
+    else:
+        _render_neighbors(result)
+    if result.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _render_neighbors(r) -> None:
+    for q in r.queries:
+        table = Table(title=escape(q.file), title_justify="left")
+        for col in ("#", "distance", "class", "gallery image"):
+            table.add_column(col, justify="right" if col in ("#", "distance") else "left")
+        for n in q.neighbors:
+            table.add_row(str(n["rank"]), f"{n['distance']:.4g}", escape(n["name"] or "-"), escape(n["source"]))
+        console.print(table)
+    console.print(escape(
+        f"{r.layer} of {r.rows:,} gallery images ({r.cache} {r.features}) searched in {r.search_seconds:.2f} s"
+        + (f"; figure: {r.figure}" if r.figure else "")
+    ), highlight=False, soft_wrap=True)
+
+
+def _say(line: str) -> None:
+    """A core module's note for the person at the terminal (stderr: --json keeps stdout)."""
+    err_console.print(escape(line), highlight=False, soft_wrap=True)
+
+
 @app.command()
 def demo(
     workdir: Path = typer.Option(Path("alexnet-demo"), help="Folder for the demo's images, dataset and run (replaced on rerun)."),

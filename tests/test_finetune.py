@@ -16,7 +16,7 @@ from alexnet_cli.train import TrainConfig, train
 from tests.conftest import make_dataset
 
 QUIET = TrainProgress(enabled=False)
-STEP = dict(epochs=1, batch_size=2, workers=0, checkpoint_minutes=1e9, max_steps=1)
+STEP = {"epochs": 1, "batch_size": 2, "workers": 0, "checkpoint_minutes": 1e9, "max_steps": 1}
 
 
 @pytest.fixture(scope="module")
