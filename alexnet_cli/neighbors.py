@@ -85,13 +85,16 @@ def nearest(
     best_i = torch.empty(len(q), 0, dtype=torch.int64, device=device)
     for start in range(0, n, chunk_rows):
         g = torch.from_numpy(np.asarray(gallery[start : start + chunk_rows], np.float32)).to(device)
-        d2 = (q_sq - 2 * (q @ g.T) + (g * g).sum(1)).clamp_min_(0)
+        # |g|^2 by a norm: no chunk-sized temporary, so the chunk is the step's only large buffer
+        d2 = (q_sq - 2 * (q @ g.T) + torch.linalg.vector_norm(g, dim=1).square()).clamp_min_(0)
         rows = torch.arange(start, start + len(g), device=device).expand(len(q), -1)
         candidates = torch.cat([best_d, d2], 1)
         top = candidates.topk(min(k, candidates.shape[1]), dim=1, largest=False)
         best_d, best_i = top.values, torch.cat([best_i, rows], 1).gather(1, top.indices)
+        done = start + len(g)
+        del g  # before the next read: one chunk in memory at a time, not two
         if progress is not None:
-            progress(start + len(g), n)
+            progress(done, n)
     return _exact(queries, gallery, best_i.cpu().numpy())
 
 
