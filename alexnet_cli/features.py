@@ -34,7 +34,8 @@ import torch
 
 from alexnet_cli import __version__
 from alexnet_cli.data.format import PreparedDataset
-from alexnet_cli.errors import InputError
+from alexnet_cli.data.loader import original_message
+from alexnet_cli.errors import AlexnetError, InputError
 from alexnet_cli.evaluate import (
     Classifier,
     SplitImages,
@@ -83,7 +84,9 @@ class Batch:
 class Inputs:
     """What to embed: image files (found as `predict` finds them) or one prepared split."""
 
-    def __init__(self, files: list[ImageInput] | None = None, dataset: PreparedDataset | None = None, split: str = ""):
+    def __init__(
+        self, files: list[ImageInput] | None = None, dataset: PreparedDataset | None = None, split: str = ""
+    ):
         self.files, self.dataset, self.split = files, dataset, split
         self.reader = dataset.split(split) if dataset is not None else None
 
@@ -111,8 +114,11 @@ class Inputs:
             h.update(self.dataset.path.read_bytes())
             h.update(self.split.encode())
             for shard in self.reader.shard_paths:
-                with h5py.File(shard, "r") as f:
-                    h.update(str(f.attrs.get("sha256", shard.name)).encode())
+                try:
+                    with h5py.File(shard, "r") as f:
+                        h.update(str(f.attrs.get("sha256", shard.name)).encode())
+                except OSError:
+                    raise InputError(f"{shard}: shard missing or unreadable; restore it or rerun `alexnet prep`") from None
             return h.hexdigest()
         for item in self.files:
             stat = item.source.stat() if isinstance(item.source, Path) else None
@@ -134,10 +140,13 @@ class Inputs:
         loader = DataLoader(SplitImages(self.reader, range(start, len(self.reader)), labels),
                             batch_size=batch_size, num_workers=workers, prefetch_factor=4 if workers else None)
         done = start
-        for pixels, batch_labels in loader:
-            index = np.arange(done, done + len(pixels))
-            done += len(pixels)
-            yield Batch(pixels, [sources[i] for i in index], index, batch_labels.numpy().astype(np.int64), done)
+        try:
+            for pixels, batch_labels in loader:
+                index = np.arange(done, done + len(pixels))
+                done += len(pixels)
+                yield Batch(pixels, [sources[i] for i in index], index, batch_labels.numpy().astype(np.int64), done)
+        except AlexnetError as e:  # from a worker: DataLoader puts the worker's traceback in the message
+            raise type(e)(original_message(e)) from None
 
     def _file_batches(self, start: int, batch_size: int, threads: int) -> Iterator[Batch]:
         with ThreadPoolExecutor(max_workers=threads) as pool:

@@ -133,6 +133,14 @@ def test_refusals_are_one_line(eval_set, shared_data, tmp_path, capsys):
     for args, message in cases:
         code, _, err = cli_in_process(capsys, "features", *args)
         assert code == 2 and message in err and err.count("\n") == 1, (args, err)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in eval_set.data.parent.glob(f"{eval_set.data.stem}*.h5"):
+        (copy / f.name).write_bytes(f.read_bytes())
+    next(copy.glob("*-val-00001.h5")).unlink()
+    code, _, err = cli_in_process(capsys, "features", eval_set.checkpoint, copy / eval_set.data.name, "--split", "val",
+                                  "--out", tmp_path / "f.h5")
+    assert code == 2 and "-val-00001.h5: shard missing or unreadable" in err and err.count("\n") == 1, err
     with pytest.raises(InputError, match="none of the 1 inputs could be read"):
         run_features(str(eval_set.checkpoint), [str(tmp_path / "missing.jpg")], FeaturesConfig(tmp_path / "g.h5"))
     assert not (tmp_path / "g.h5").exists() and not (tmp_path / "g.h5.partial").exists()

@@ -78,7 +78,7 @@ def test_a_gallery_image_used_as_query_finds_itself_first(eval_set, tmp_path, ca
 
 
 def test_the_cache_is_reused_and_invalidated_by_new_weights_or_data(eval_set, tmp_path):
-    query = [str(eval_set.root / "query.png")]
+    query = [str(tmp_path / "query.png")]
     Image.fromarray(eval_set.pixels[1]).save(query[0])
     config = NeighborsConfig(eval_set.data, split="val", k=2, cache=tmp_path / "cache")
     runs = [run_neighbors(str(eval_set.checkpoint), query, config) for _ in range(2)]

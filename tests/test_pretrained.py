@@ -72,3 +72,8 @@ def test_a_download_with_the_wrong_hash_is_refused_and_not_cached(tmp_path, monk
     with pytest.raises(InputError, match="invalid hash value"):
         torchvision_weights_file()
     assert not list((tmp_path / "hub" / "checkpoints").iterdir())
+
+
+def test_filters_draws_torchvisions_pretrained_kernels(torch_home, tmp_path, capsys):
+    code, out, err = cli_in_process(capsys, "filters", "--weights", "torchvision", "-o", tmp_path / "conv1.png")
+    assert code == 0 and "64 kernels of 11x11" in out, err
