@@ -11,7 +11,7 @@ Every run goes through the real `alexnet train` command and resumes itself (--re
 the script survives a kill. The last line prints the fine-tuned run's best val top-1 over the
 scratch run's, as a ratio.
 
-    python benchmarks/finetune_example.py [--pretrain-epochs 4] [--epochs 2] [--limit 2000]
+    python benchmarks/finetune_example.py [--pretrain-epochs 4] [--epochs 2] [--limit 1000]
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/alexnet-bench/finetune"))
     p.add_argument("--pretrain-epochs", type=int, default=4)
     p.add_argument("--epochs", type=int, default=2, help="epochs of each run on the target data")
-    p.add_argument("--limit", type=int, default=2000, help="target training images per epoch (--limit)")
+    p.add_argument("--limit", type=int, default=1000, help="target training images per epoch (--limit)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--bias-init", type=float, default=0.1)
