@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -192,10 +193,8 @@ def run_export(checkpoint: str | os.PathLike, config: ExportConfig) -> ExportRes
     )
 
 
-def _sample_images(n: int):
+def _sample_images(n: int) -> np.ndarray:
     """n fixed pseudo-random uint8 images [n, 256, 256, 3] for tracing and the round-trip check."""
-    import numpy as np
-
     return np.random.default_rng(0).integers(0, 256, size=(n, *IMAGE_SHAPE), dtype=np.uint8)
 
 

@@ -54,6 +54,9 @@ FORMAT_VERSION = 1
 SUFFIXES = (".h5", ".hdf5")
 CHUNK_BYTES = 1 << 20  # HDF5 chunks of about 1 MiB of rows: whole rows, cheap to append and scan
 _STR = h5py.string_dtype("utf-8")
+# What a partial file must share with the run to be continued: the same rows would come out
+# (the checkpoint's path or the program's version may differ).
+RESUME_KEYS = ("format_version", "layer", "weights_sha256", "inputs_sha256")
 
 
 @dataclass
@@ -264,7 +267,7 @@ def _open_partial(partial: Path, attrs: dict[str, Any], force: bool, say: Callab
     if partial.exists() and not force:
         try:
             f = h5py.File(partial, "a")
-            same = all(f.attrs.get(k) == v for k, v in attrs.items() if k != "created_by")
+            same = all(f.attrs.get(k) == attrs[k] for k in RESUME_KEYS)
             if same and "inputs_done" in f.attrs:
                 done = int(f.attrs["inputs_done"])
                 say(f"resuming {partial}: {done:,} of {attrs['inputs']:,} inputs already done")

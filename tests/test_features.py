@@ -99,7 +99,9 @@ def test_an_interrupted_run_resumes_to_the_same_file(eval_set, tmp_path, monkeyp
     with h5py.File(partial, "r") as f:
         assert f.attrs["inputs_done"] == 3 and f["features"].shape == (3, 4096)
     monkeypatch.setattr(features_module, "embed", real_embed)
-    result = run_features(str(eval_set.checkpoint), [str(eval_set.data)], config, say=notes.append)
+    same_weights = tmp_path / "same-weights.pt"  # another path to the same weights still resumes
+    same_weights.symlink_to(eval_set.checkpoint)
+    result = run_features(str(same_weights), [str(eval_set.data)], config, say=notes.append)
     assert result.resumed_at == 3 and "resuming" in notes[-1] and not partial.exists()
     with h5py.File(config.out, "r") as a, h5py.File(reference.out, "r") as b:
         assert np.array_equal(a["features"][()], b["features"][()])
