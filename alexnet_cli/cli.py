@@ -440,11 +440,11 @@ def export_(
 
 
 def _render_export(r) -> None:
-    what = ("weights and the mean image" if r.format == "safetensors"
+    what = ("weights and preprocessing" if r.format == "safetensors"
             else f"uint8 images [batch, 256, 256, 3] -> logits [batch, {r.classes}]")
     console.print(
         escape(f"wrote {r.output} ({r.format}, {r.bytes / 2**20:,.1f} MiB: {what}) and its card {r.card}; "
-               f"read back, it matches torch within {r.max_abs_diff:.2g} ({r.seconds:.1f} s)"),
+               f"checked: it matches torch within {r.max_abs_diff:.2g} ({r.seconds:.1f} s)"),
         highlight=False, soft_wrap=True,
     )
 

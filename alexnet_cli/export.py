@@ -157,7 +157,8 @@ def model_card(classifier: Classifier, kind: str) -> dict[str, Any]:
 
 def run_export(checkpoint: str | os.PathLike, config: ExportConfig) -> ExportResult:
     """Load CKPT (a checkpoint, a .safetensors export or `torchvision`), write OUT by its
-    suffix and its card, each atomically, after reading OUT back and checking it against torch."""
+    suffix and its card, each atomically, after checking OUT's network against torch: read back
+    with onnxruntime or the safetensors loader; a .pt2's program as exported."""
     start = time.perf_counter()
     out = Path(config.out)
     kind = FORMATS.get(out.suffix.lower())
@@ -181,8 +182,9 @@ def run_export(checkpoint: str | os.PathLike, config: ExportConfig) -> ExportRes
             _write_onnx(net, card, tmp, config.opset)
             got = _onnx_logits(tmp, images)
         else:
-            _write_pt2(net, card, tmp)
-            got = _pt2_logits(tmp, images)
+            program = _write_pt2(net, card, tmp)
+            with torch.inference_mode():
+                got = program(images)
         diff, scale = float((got - expected).abs().max()), float(expected.abs().max())
         if not diff <= TOLERANCE * max(1.0, scale):
             raise AlexnetError(f"{out}: the exported {kind} network differs from torch by {diff:.3g}; not written")
@@ -204,16 +206,14 @@ def _trace_args() -> tuple[tuple[torch.Tensor], tuple[dict[int, Any]]]:
     return (torch.from_numpy(_sample_images(2)),), ({0: torch.export.Dim("batch")},)
 
 
-def _write_pt2(net: InferenceNet, card: dict[str, Any], path: Path) -> None:
+def _write_pt2(net: InferenceNet, card: dict[str, Any], path: Path) -> nn.Module:
+    """Export and save the program; returns it as a module for the check. (Not read back from
+    the file: torch.export.load unpickles, which this package never does.)"""
     args, dynamic = _trace_args()
     program = torch.export.export(net, args, dynamic_shapes=dynamic)
     with open(path, "wb") as f:  # a file object: torch.export wants a path to end in .pt2, not .tmp
         torch.export.save(program, f, extra_files={CARD_KEY: json.dumps(card)})
-
-
-def _pt2_logits(path: Path, images: torch.Tensor) -> torch.Tensor:
-    with open(path, "rb") as f, torch.inference_mode():
-        return torch.export.load(f).module()(images)
+    return program.module()
 
 
 def _write_onnx(net: InferenceNet, card: dict[str, Any], path: Path, opset: int | None) -> None:

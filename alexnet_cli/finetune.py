@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from alexnet_cli.checkpoint import load_weights
 from alexnet_cli.errors import InputError
+from alexnet_cli.evaluate import load_classifier
 from alexnet_cli.model import LAYERS, arch_of, layer_of
 
 FREEZE = {"features": "conv5", "fc6": "fc6", "fc7": "fc7"}  # --freeze X: layers up to this one
@@ -49,9 +51,6 @@ def init_from_checkpoint(
 ) -> dict[str, Any]:
     """Copy `path`'s weights into `model` (fc8 too when its classes are `classes`); returns its
     preprocessing, on the CPU."""
-    from alexnet_cli.checkpoint import load_weights
-    from alexnet_cli.evaluate import load_classifier
-
     source = load_classifier([torch.device("cpu")], path)
     if arch_of(source.model) != arch_of(model):
         raise InputError(f"{path}: holds a '{arch_of(source.model)}' network; train with --arch {arch_of(source.model)}")

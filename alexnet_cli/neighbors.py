@@ -153,11 +153,14 @@ def open_gallery(
         raise InputError(f"{path}: not an HDF5 file; give a prepared dataset or a file of `alexnet features`") from None
     if kind == FEATURES_FORMAT:
         features = FeaturesFile(path)
-        if features.attrs["layer"] != config.layer or features.attrs["weights_sha256"] != fingerprint:
+        layer = features.attrs["layer"]
+        if layer != config.layer or features.attrs["weights_sha256"] != fingerprint:
             features.close()
             raise InputError(
-                f"{path}: holds {features.attrs['layer']} features of other weights than {checkpoint}'s "
-                f"{config.layer}; give the prepared dataset, or rerun `alexnet features` with them"
+                f"{path}: holds {layer} features, not {config.layer}; pass --layer {layer} or another file"
+                if layer != config.layer else
+                f"{path}: holds the features of other weights than {checkpoint}'s; give the prepared dataset, "
+                "or rerun `alexnet features` with this checkpoint"
             )
         data = str(features.attrs["data"])
         return Gallery(features, "given", PreparedDataset(data) if data and Path(data).is_file() else None)

@@ -103,10 +103,10 @@ def test_a_features_file_is_a_gallery_for_its_own_weights_and_layer(eval_set, sh
     query = sorted(folder.iterdir())[3]
     result = run_neighbors(str(eval_set.checkpoint), [str(query)], NeighborsConfig(gallery, k=3))
     assert result.cache == "given" and result.queries[0].neighbors[0]["source"] == str(query)
-    with pytest.raises(InputError, match="holds fc7 features of other weights"):
+    with pytest.raises(InputError, match="holds the features of other weights than"):
         other = write_checkpoint(tmp_path / "other.pt", eval_set.classes, eval_set.pixels.mean(0), seed=2)
         run_neighbors(str(other), [str(query)], NeighborsConfig(gallery, k=3))
-    with pytest.raises(InputError, match="holds fc7 features"):
+    with pytest.raises(InputError, match="holds fc7 features, not fc6; pass --layer fc7"):
         run_neighbors(str(eval_set.checkpoint), [str(query)], NeighborsConfig(gallery, k=3, layer="fc6"))
 
 
