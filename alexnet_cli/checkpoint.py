@@ -42,6 +42,7 @@ from alexnet_cli.config import LEGACY_RECIPE
 from alexnet_cli.errors import InputError
 from alexnet_cli.fileio import atomic_path
 from alexnet_cli.model import ARCHES, ModelConfig, build_model
+from alexnet_cli.pretrained import is_pretrained, torchvision_weights_file
 
 FORMAT_NAME = "alexnet-cli checkpoint"
 FORMAT_VERSION = 1
@@ -151,11 +152,17 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load with weights_only=True; any failure is one clear line naming the file."""
+    """Load with weights_only=True (a .safetensors export: its tensors and card); any failure is
+    one clear line naming the file."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such checkpoint; give a file written by `alexnet train`")
-    ckpt = _load_data(path, map_location)
+    if path.suffix.lower() == ".safetensors":  # `alexnet export`'s weights and card: no pickle at all
+        from alexnet_cli.export import read_safetensors
+
+        ckpt = read_safetensors(path)
+    else:
+        ckpt = _load_data(path, map_location)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT_NAME:
         raise InputError(
             f"{path}: not an alexnet-cli checkpoint "
@@ -237,8 +244,9 @@ def _load_data(path: Path, map_location: str | torch.device = "cpu") -> Any:
 
 def load_torchvision_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A torchvision AlexNet state_dict as torchvision downloads it (e.g. alexnet-owt-7be5be79.pth),
-    loaded with weights_only=True. Whether it fits the architecture is load_weights' check."""
-    path = Path(path)
+    loaded with weights_only=True. Whether it fits the architecture is load_weights' check.
+    The name `torchvision` stands for torchvision's own IMAGENET1K_V1 file (pretrained.py)."""
+    path = torchvision_weights_file() if is_pretrained(path) else Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such weights file; give torchvision's alexnet-owt-7be5be79.pth")
     state = _load_data(path)

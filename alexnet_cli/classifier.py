@@ -25,6 +25,7 @@ from alexnet_cli.classes import class_name, imagenet_classes
 from alexnet_cli.data.transforms import network_input, softmax_average, torchvision_preprocess
 from alexnet_cli.errors import InputError, no_checkpoint
 from alexnet_cli.model import ARCHES, ModelConfig, build_model
+from alexnet_cli.pretrained import is_pretrained
 
 
 @dataclass
@@ -56,7 +57,12 @@ def load_classifier(
 ) -> Classifier:
     """An alexnet-cli checkpoint (its own arch, classes and preprocessing), or with
     arch="torchvision" a torchvision AlexNet state_dict (ImageNet-1k, torchvision's mean/std).
+    The name `torchvision`, as the checkpoint or the weights, is torchvision's pretrained file.
     `devices`: one, or two for the paper's split (devices.Placement.devices)."""
+    if is_pretrained(checkpoint) and weights is None:
+        checkpoint, weights = None, checkpoint
+    if is_pretrained(weights):
+        arch = arch or "torchvision"
     if arch is not None and arch not in ARCHES:
         raise InputError(f"unknown --arch {arch!r}; choose one of: {', '.join(ARCHES)}")
     if weights is not None and checkpoint is not None:

@@ -14,7 +14,17 @@ from pathlib import Path
 import typer
 
 from alexnet_cli import __version__, render
-from alexnet_cli.config import DemoConfig, EvalConfig, ModelConfig, PredictConfig, PrepConfig, TrainConfig
+from alexnet_cli.config import (
+    DemoConfig,
+    EvalConfig,
+    ExportConfig,
+    FeaturesConfig,
+    ModelConfig,
+    NeighborsConfig,
+    PredictConfig,
+    PrepConfig,
+    TrainConfig,
+)
 from alexnet_cli.errors import EXIT_FAILED, AlexnetError, InputError, no_checkpoint, no_dataset
 
 app = typer.Typer(
@@ -33,11 +43,19 @@ app = typer.Typer(
 )
 _state = {"debug": False}
 
-T, E, P, R = TrainConfig, EvalConfig, PredictConfig, PrepConfig  # option defaults come from these
+# option defaults come from these
+T, E, P, R, F, N = TrainConfig, EvalConfig, PredictConfig, PrepConfig, FeaturesConfig, NeighborsConfig
 ARCH_HELP = (
     "'torchvision': score torchvision's AlexNet state_dict given by --weights (a checkpoint names its own)."
 )
-WEIGHTS_HELP = "torchvision AlexNet weights (e.g. alexnet-owt-7be5be79.pth), with --arch torchvision."
+WEIGHTS_HELP = (
+    "torchvision AlexNet weights (e.g. alexnet-owt-7be5be79.pth) with --arch torchvision, or 'torchvision': "
+    "its pretrained ImageNet weights (downloaded once into TORCH_HOME)."
+)
+CKPT_HELP = (
+    "Checkpoint written by `alexnet train`, a .safetensors export, or 'torchvision' (its pretrained weights)."
+)
+LAYER_HELP = "conv1..conv5 (after ReLU), pool1, pool2, pool5, fc6, fc7 (the last hidden layer), fc8 (logits)."
 GPUS_HELP = "0: CPU, 1: one GPU, 2: the paper's two-GPU split. Default: 1 if a GPU is present, else 0."
 CHECKPOINT_HELP = "Checkpoint written by `alexnet train`."
 JSON_HELP = "Print one JSON object instead of tables."
@@ -231,6 +249,15 @@ def train(
     tensorboard: bool = typer.Option(
         T.tensorboard, "--tensorboard", help="Also log to RUN_DIR/tensorboard (needs tensorboard)."
     ),
+    init_from: str | None = typer.Option(
+        T.init_from,
+        "--init-from",
+        help="Fine-tune: start from this checkpoint's weights and preprocessing (or a .safetensors, or "
+        "'torchvision'); fc8 is re-initialised when the classes differ.",
+    ),
+    freeze: str | None = typer.Option(
+        T.freeze, help="Keep the weights fixed up to 'features' (conv1-conv5), 'fc6' or 'fc7'."
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON object (the run's summary) on stdout."
     ),
@@ -278,6 +305,8 @@ def train(
         checkpoint_minutes=checkpoint_minutes,
         log_every=log_every,
         tensorboard=tensorboard,
+        init_from=init_from,
+        freeze=freeze,
     )
     summary = run_training(cfg)
     if summary is not None:  # None: not rank 0 of a torchrun job
@@ -416,6 +445,112 @@ def demo(
     )
     if as_json:
         print(json.dumps(summary))
+
+
+@app.command("export")
+def export_(
+    checkpoint: str = typer.Argument(..., help=CKPT_HELP),
+    out: Path = typer.Argument(
+        ...,
+        help="OUT.onnx (ONNX), OUT.pt2 (torch.export) or OUT.safetensors (weights); its card goes beside it.",
+    ),
+    opset: int | None = typer.Option(ExportConfig.opset, min=7, help="ONNX opset. Default: the exporter's."),
+    force: bool = typer.Option(ExportConfig.force, "--force", help="Replace an existing OUT and its card."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a line."),
+) -> None:
+    """The inference network as ONNX, a torch.export program or safetensors weights, with a JSON card.
+
+    The graphs take uint8 images [batch, 256, 256, 3] (what predict feeds the network) and hold
+    the normalisation (mean image), the center crop and the network; see docs/export.md."""
+    from alexnet_cli.export import run_export
+
+    result = run_export(checkpoint, ExportConfig(out, force, opset))
+    print(json.dumps(result.to_json())) if as_json else render.export(result)
+
+
+@app.command()
+def features(
+    checkpoint: str = typer.Argument(..., help=CKPT_HELP),
+    images: list[str] = typer.Argument(
+        ...,
+        help="Image files and folders (searched recursively), or one prepared dataset (OUT.h5) with --split.",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="HDF5 file to write: features, sources, index, labels."
+    ),
+    layer: str = typer.Option(F.layer, help=LAYER_HELP),
+    split: str = typer.Option(F.split, help="The split of a prepared dataset."),
+    batch_size: int = typer.Option(F.batch_size, min=1, help="Images per forward pass."),
+    gpus: int | None = typer.Option(
+        F.gpus, help="0: CPU, 1: one GPU. Default: 1 if a GPU is present, else 0."
+    ),
+    workers: int | None = typer.Option(
+        F.workers,
+        min=0,
+        help="Decoding processes (a split) or threads (files). Default: the cores, at most 8.",
+    ),
+    force: bool = typer.Option(
+        F.force, "--force", help="Replace an existing OUT (and start over, not resume)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a line."),
+) -> None:
+    """A layer's activations for each image, one row per image with its source, in HDF5.
+
+    Written to OUT.partial as it goes: rerun the same command after an interruption to continue."""
+    from alexnet_cli.features import run_features
+    from alexnet_cli.progress import CountProgress
+
+    config = FeaturesConfig(out, layer, split, batch_size, gpus, workers, force)
+    with CountProgress("features") as report:
+        result = run_features(checkpoint, images, config, report, render.note)
+    print(json.dumps(result.to_json())) if as_json else render.features(result)
+    if result.failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def neighbors(
+    checkpoint: str = typer.Argument(..., help=CKPT_HELP),
+    queries: list[str] = typer.Argument(..., help="Query image files or folders."),
+    gallery: Path = typer.Option(
+        ...,
+        help="A prepared dataset (its --split's features, computed once and cached) or a features file.",
+    ),
+    split: str = typer.Option(N.split, help="The gallery dataset's split."),
+    k: int = typer.Option(N.k, "-k", min=1, help="Neighbours per query (Figure 4: 6)."),
+    layer: str = typer.Option(N.layer, help=LAYER_HELP),
+    out: Path | None = typer.Option(N.figure, "--out", "-o", help="Draw Figure 4's grid into this PNG."),
+    cache: Path | None = typer.Option(
+        N.cache,
+        envvar="ALEXNET_CACHE",
+        show_envvar=True,
+        help="Folder of cached gallery features (~/.cache/alexnet-cli).",
+    ),
+    chunk_mb: int = typer.Option(
+        N.chunk_mb, min=1, help="Gallery MiB read per step: the search's memory bound."
+    ),
+    batch_size: int = typer.Option(N.batch_size, min=1, help="Images per forward pass."),
+    gpus: int | None = typer.Option(
+        N.gpus, help="0: CPU, 1: one GPU. Default: 1 if a GPU is present, else 0."
+    ),
+    workers: int | None = typer.Option(
+        N.workers, min=0, help="Decoding processes for the gallery (default: cores, <= 8)."
+    ),
+    force: bool = typer.Option(N.force, "--force", help="Replace an existing --out file."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """The paper's Figure 4: each query's k nearest gallery images by Euclidean distance of fc7 vectors."""
+    from alexnet_cli.neighbors import run_neighbors
+    from alexnet_cli.progress import CountProgress
+
+    config = NeighborsConfig(gallery, split, k, layer, out, cache, chunk_mb, batch_size, gpus, workers, force)
+    with CountProgress("gallery features") as features_report, CountProgress("search") as search_report:
+        result = run_neighbors(checkpoint, queries, config, render.note, features_report, search_report)
+    for line in result.failed:
+        render.error(line)
+    print(json.dumps(result.to_json())) if as_json else render.neighbors(result)
+    if result.failed:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

@@ -93,6 +93,9 @@ class TrainConfig:
     checkpoint_minutes: float = 30.0  # ... and when this much time passed since the last one
     log_every: int = 50
     tensorboard: bool = False
+    # Fine-tuning (finetune.py)
+    init_from: str | None = None  # start from this checkpoint's weights (a .safetensors, `torchvision`)
+    freeze: str | None = None  # finetune.FREEZE: keep the weights up to this layer fixed
 
 
 @dataclass
@@ -145,3 +148,44 @@ class DemoConfig:
     bias_init: float = TrainConfig.bias_init
     seed: int = 0
     workers: int = 2  # prep and loader processes: the two cores of a small machine
+
+
+@dataclass
+class ExportConfig:
+    """Options of `alexnet export`."""
+
+    out: Path  # .onnx, .pt2 or .safetensors
+    force: bool = False  # replace an existing OUT and its card
+    opset: int | None = None  # ONNX opset; None: the exporter's default
+
+
+@dataclass
+class FeaturesConfig:
+    """Options of `alexnet features`."""
+
+    out: Path  # the HDF5 file to write
+    layer: str = "fc7"  # Figure 4's "last, 4096-dimensional hidden layer"
+    split: str = "train"  # the split of a prepared dataset given as input
+    batch_size: int = 64
+    gpus: int | None = None  # 0: CPU, 1: one GPU; None: 1 if CUDA is present
+    workers: int | None = (
+        None  # decoding processes for a split (threads for files); None: the cores, at most 8
+    )
+    force: bool = False  # replace an existing OUT (and discard a partial one)
+
+
+@dataclass
+class NeighborsConfig:
+    """Options of `alexnet neighbors`."""
+
+    gallery: Path  # a prepared dataset (OUT.h5 of prep) or a features file of `alexnet features`
+    split: str = "train"  # Figure 4: neighbours among the training images
+    k: int = 6  # Figure 4: six per query
+    layer: str = "fc7"  # Figure 4: the last hidden layer
+    figure: Path | None = None  # the grid PNG to draw
+    cache: Path | None = None  # folder of cached gallery features; None: default_cache()
+    chunk_mb: int = 64  # gallery rows read per step, in MiB: the search's memory bound
+    batch_size: int = 64
+    gpus: int | None = None
+    workers: int | None = None
+    force: bool = False  # replace an existing figure

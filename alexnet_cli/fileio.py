@@ -38,10 +38,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results get the usual permissions
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(directory)
+        commit(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise InputError(
@@ -50,6 +47,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def commit(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Make a finished temporary file `path`, durably: fsync it, rename it, fsync the folder.
+    (Resumable writers keep a fixed partial name and call this once it is complete.)"""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(Path(path).parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -17,7 +17,7 @@ docs/recipe.md explains the 224-vs-227 choice (conv1 padding 2).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +37,10 @@ LRN_SIZE, LRN_K, LRN_ALPHA, LRN_BETA = 5, 2.0, 1e-4, 0.75
 # device, from both towers' fc7 units).
 TOWER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 LAYERS = TOWER_LAYERS + ("fc8",)
+# The outputs `layer_output` can stop at, in network order: conv layers after their ReLU, pool1
+# and pool2 after LRN and pooling, pool5 flattened, fc6 and fc7 after ReLU (and dropout), fc8's
+# logits. fc7 is the "last, 4096-dimensional hidden layer" of the paper's Figure 4.
+LAYER_OUTPUTS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
 
 
 def _neighbours(reach: int):
@@ -105,8 +109,26 @@ def local_response_norm(
     n, c, h, w = x.shape
     # Viewing the channels as (groups, c / groups) puts them in dim 2 for every memory format,
     # and the window stops at each group's edge.
-    y = _LRNFunction.apply(x.view(n, groups, c // groups, h, w), size, alpha, beta, k)
-    return y.view(n, c, h, w)
+    a = x.view(n, groups, c // groups, h, w)
+    lrn = _lrn_plain if _exporting() else _LRNFunction.apply
+    return lrn(a, size, alpha, beta, k).view(n, c, h, w)
+
+
+def _lrn_plain(a: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """_LRNFunction's forward in plain out-of-place ops (pad, slices, sum, pow), for exported
+    graphs: ONNX and torch.export get a Pad/Slice/Add/Pow chain instead of the in-place slice
+    updates of the fast path, which the ONNX exporter turns into ScatterND. Equal to the fast
+    path within float32 rounding (tests/test_model.py)."""
+    reach, maps = size // 2, a.shape[2]
+    squares = F.pad(a * a, (0, 0, 0, 0, reach, reach))  # zero maps beyond the edges, along dim 2
+    window = sum(squares[:, :, d : d + maps] for d in range(size))
+    return a * (k + alpha * window).pow(-beta)
+
+
+def _exporting() -> bool:
+    """Whether torch.export (which torch.onnx's exporter uses) is tracing the model. torch < 2.6
+    has no such flag; export then traces _LRNFunction's own ops, which give the same values."""
+    return getattr(torch.compiler, "is_exporting", lambda: False)()
 
 
 class LocalResponseNorm(nn.Module):
@@ -264,28 +286,40 @@ class AlexNet(nn.Module):
         return self.towers[0].conv1.weight.device, self.towers[1].conv1.weight.device
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.towers_apart:
+            return next(out for name, out in self.layer_outputs(x) if name == "fc8")
         t0, t1 = self.towers
         d0, d1 = self.devices
-        if self.towers_apart:
-            # Tensors cross between the towers only here: into conv3, fc6, fc7 and fc8.
-            a0, a1 = t0.stem(_cpu_nhwc(x.to(d0))), t1.stem(_cpu_nhwc(x.to(d1)))
-            b0, b1 = t0.body(_join(a0, a1, d0)), t1.body(_join(a0, a1, d1))
-            f0, f1 = _join(b0, b1, d0), _join(b0, b1, d1)
-        else:
-            # Both towers on one device: the same arithmetic, but each conv layer of both towers
-            # runs as one convolution with the grouped layout's weights (conv1's 96 kernels as
-            # one conv, conv2/4/5 as 2-group convs) and LRN normalises both towers' maps in one
-            # call: fewer, larger kernels, which oneDNN runs faster than two half-width ones.
-            # Pooling has no weights, so tower 0's pooling modules serve both towers.
-            x = _cpu_nhwc(x.to(d0))
-            x = t0.pool1(local_response_norm(F.relu(_conv(x, t0.conv1, t1.conv1), inplace=True), groups=2))
-            x = t0.pool2(local_response_norm(F.relu(_conv(x, t0.conv2, t1.conv2), inplace=True), groups=2))
-            x = F.relu(_conv(x, t0.conv3, t1.conv3), inplace=True)
-            x = F.relu(_conv(x, t0.conv4, t1.conv4), inplace=True)
-            f0 = f1 = torch.flatten(t0.pool5(F.relu(_conv(x, t0.conv5, t1.conv5), inplace=True)), 1)
+        # Tensors cross between the towers only here: into conv3, fc6, fc7 and fc8.
+        a0, a1 = t0.stem(_cpu_nhwc(x.to(d0))), t1.stem(_cpu_nhwc(x.to(d1)))
+        b0, b1 = t0.body(_join(a0, a1, d0)), t1.body(_join(a0, a1, d1))
+        f0, f1 = _join(b0, b1, d0), _join(b0, b1, d1)
         c0, c1 = t0.fc6_units(f0), t1.fc6_units(f1)
         e0, e1 = t0.fc7_units(_join(c0, c1, d0)), t1.fc7_units(_join(c0, c1, d1))
         return self.fc8(_join(e0, e1, d0))
+
+    def layer_outputs(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+        """Both towers on one device: (name, output) of each layer in LAYER_OUTPUTS order, both
+        towers' maps side by side (tower 0 first). The same arithmetic as the split, but each
+        conv layer of both towers runs as one convolution with the grouped layout's weights
+        (conv1's 96 kernels as one conv, conv2/4/5 as 2-group convs) and LRN normalises both
+        towers' maps in one call: fewer, larger kernels, which oneDNN runs faster than two
+        half-width ones. Pooling has no weights, so tower 0's pooling modules serve both."""
+        if self.towers_apart:
+            raise ValueError("layer_outputs runs both towers on one device; build the model without devices")
+        t0, t1 = self.towers
+        x = _cpu_nhwc(x.to(self.devices[0]))
+        yield "conv1", (x := F.relu(_conv(x, t0.conv1, t1.conv1), inplace=True))
+        yield "pool1", (x := t0.pool1(local_response_norm(x, groups=2)))
+        yield "conv2", (x := F.relu(_conv(x, t0.conv2, t1.conv2), inplace=True))
+        yield "pool2", (x := t0.pool2(local_response_norm(x, groups=2)))
+        yield "conv3", (x := F.relu(_conv(x, t0.conv3, t1.conv3), inplace=True))
+        yield "conv4", (x := F.relu(_conv(x, t0.conv4, t1.conv4), inplace=True))
+        yield "conv5", (x := F.relu(_conv(x, t0.conv5, t1.conv5), inplace=True))
+        yield "pool5", (x := torch.flatten(t0.pool5(x), 1))
+        yield "fc6", (x := torch.cat([t0.fc6_units(x), t1.fc6_units(x)], dim=1))
+        yield "fc7", (x := torch.cat([t0.fc7_units(x), t1.fc7_units(x)], dim=1))
+        yield "fc8", self.fc8(x)
 
 
 def _cpu_nhwc(x: torch.Tensor) -> torch.Tensor:
@@ -353,6 +387,62 @@ def _merge_towers_hook(module, state, prefix, local_metadata):
 
 def _split_towers_hook(module, state, prefix, *args):
     split_towers(state, prefix)
+
+
+# torchvision's AlexNet (one tower, no LRN) in the paper's layer names. Outputs: where in its
+# forward each of LAYER_OUTPUTS ends, as (stage, end of the stage's slice); pool5 is avgpool's
+# output (6x6 already at 224x224, so the pool itself). Weights: the module holding each layer's.
+TORCHVISION_OUTPUTS = {
+    "conv1": ("features", 2),
+    "pool1": ("features", 3),
+    "conv2": ("features", 5),
+    "pool2": ("features", 6),
+    "conv3": ("features", 8),
+    "conv4": ("features", 10),
+    "conv5": ("features", 12),
+    "pool5": ("avgpool", 0),
+    "fc6": ("classifier", 3),
+    "fc7": ("classifier", 6),
+    "fc8": ("classifier", 7),
+}
+TORCHVISION_WEIGHTS = {
+    "features.0": "conv1",
+    "features.3": "conv2",
+    "features.6": "conv3",
+    "features.8": "conv4",
+    "features.10": "conv5",
+    "classifier.1": "fc6",
+    "classifier.4": "fc7",
+    "classifier.6": "fc8",
+}
+
+
+def layer_output(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """What `layer` (one of LAYER_OUTPUTS) outputs for the input batch x, computing no layer after
+    it. Either architecture; the paper's with both towers on one device."""
+    if layer not in LAYER_OUTPUTS:
+        raise ValueError(f"unknown layer {layer!r}; choose one of {', '.join(LAYER_OUTPUTS)}")
+    if isinstance(model, AlexNet):
+        return next(out for name, out in model.layer_outputs(x) if name == layer)
+    stage, end = TORCHVISION_OUTPUTS[layer]
+    if stage == "features":
+        return model.features[:end](x)
+    x = torch.flatten(model.avgpool(model.features(x)), 1)
+    return x if stage == "avgpool" else model.classifier[:end](x)
+
+
+def layer_of(parameter: str) -> str:
+    """The layer (one of LAYERS) a parameter name of either architecture belongs to:
+    ``towers.1.conv2.weight`` and ``features.3.weight`` are both conv2."""
+    parts = parameter.split(".")
+    if parts[0] == "towers":
+        return parts[2]
+    return parts[0] if parts[0] in LAYERS else TORCHVISION_WEIGHTS[".".join(parts[:2])]
+
+
+def arch_of(model: nn.Module) -> str:
+    """The ARCHES name of a network build_model made."""
+    return "paper" if isinstance(model, AlexNet) else "torchvision"
 
 
 def build_model(config: ModelConfig, devices: Sequence[str | torch.device] | None = None) -> nn.Module:

@@ -139,3 +139,35 @@ def draw_filters(weight: np.ndarray, path: str | os.PathLike, towers: int = 2, s
 
     with atomic_path(path) as tmp:
         Image.fromarray(kernel_grid(weight, towers, scale)).save(tmp, format="PNG")
+
+
+Tile = tuple[np.ndarray | None, str]  # a 256x256x3 uint8 image (None: unreadable) and its caption
+
+
+def draw_neighbors(
+    rows: Sequence[tuple[Tile, Sequence[Tile]]], path: str | os.PathLike, title: str = ""
+) -> None:
+    """The paper's Figure 4 as a PNG: a row per query, the query (framed) then its neighbours,
+    each with its caption; an image that cannot be read is drawn as a grey tile."""
+    from matplotlib.figure import Figure
+
+    cols = 1 + max(len(cells) for _, cells in rows)
+    fig = Figure(figsize=(1.7 * cols, 2.0 * len(rows) + 0.3), layout="constrained")
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, (query, cells) in enumerate(rows):
+        for c, ax in enumerate(axes[r]):
+            if c > len(cells):
+                ax.axis("off")
+                continue
+            pixels, caption = [query, *cells][c]
+            ax.imshow(pixels if pixels is not None else np.full((256, 256, 3), 200, np.uint8))
+            ax.set_title(caption, fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                for spine in ax.spines.values():
+                    spine.set(color="C3", linewidth=2)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)

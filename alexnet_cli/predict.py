@@ -91,7 +91,7 @@ def collect_inputs(args: Sequence[str], stdin: BinaryIO | None = None) -> list[I
     return inputs
 
 
-def _load(item: ImageInput) -> np.ndarray | str:
+def load_input(item: ImageInput) -> np.ndarray | str:
     """The 256x256 crop, or a one-line error naming the input."""
     if item.source is None:
         return item.error
@@ -130,7 +130,7 @@ def predict(
     with ThreadPoolExecutor(max_workers=threads or min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, len(inputs), batch_size):
             chunk = inputs[start : start + batch_size]
-            loaded = list(pool.map(_load, chunk))
+            loaded = list(pool.map(load_input, chunk))
             arrays = [px for px in loaded if isinstance(px, np.ndarray)]
             ranked = iter([])
             if arrays:

@@ -207,3 +207,47 @@ def _demo_lines(name: str, r: dict[str, Any], seconds: float, workdir: Path) -> 
         for p in r["predictions"]
     ]
     return lines + [f"{r['correct']}/{r['images']} correct"]
+
+
+def note(text: str) -> None:
+    """A core module's note for the person at the terminal (stderr: --json keeps stdout)."""
+    _say(text, err_console)
+
+
+def export(r: Any) -> None:
+    """export.ExportResult."""
+    what = (
+        "weights and preprocessing"
+        if r.format == "safetensors"
+        else f"uint8 images [batch, 256, 256, 3] -> logits [batch, {r.classes}]"
+    )
+    _say(
+        f"wrote {r.output} ({r.format}, {r.bytes / 2**20:,.1f} MiB: {what}) and its card {r.card}; "
+        f"checked: it matches torch within {r.max_abs_diff:.2g} ({r.seconds:.1f} s)"
+    )
+
+
+def features(r: Any) -> None:
+    """features.FeaturesResult."""
+    resumed = f" (resumed after {r.resumed_at:,})" if r.resumed_at else ""
+    _say(
+        f"wrote {r.output}: {r.rows:,} rows of {r.layer} ({r.dim:,} floats each) from {r.inputs:,} inputs, "
+        f"{len(r.failed)} skipped, in {r.seconds:.1f} s{resumed}"
+    )
+
+
+def neighbors(r: Any) -> None:
+    """neighbors.NeighborsResult: a table per query, then where the gallery came from."""
+    for q in r.queries:
+        table = _table(q.file, ("#", "distance", "class", "gallery image"), right=("#", "distance"))
+        table.title_justify = "left"
+        for n in q.neighbors:
+            table.add_row(
+                str(n["rank"]), f"{n['distance']:.4g}", escape(n["name"] or "-"), escape(n["source"])
+            )
+        console.print(table)
+    figure = f"; figure: {r.figure}" if r.figure else ""
+    _say(
+        f"{r.layer} of {r.rows:,} gallery images ({r.cache} {r.features}) "
+        f"searched in {r.search_seconds:.2f} s{figure}"
+    )

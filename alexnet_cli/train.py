@@ -31,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from alexnet_cli import distributed, randomness
+from alexnet_cli import distributed, finetune, randomness
 from alexnet_cli.accuracy import topk_correct
 from alexnet_cli.checkpoint import (
     PER_RANK_DROPOUT_SCHEME,
@@ -78,6 +78,8 @@ RECIPE = (
     "seed",
     "limit",
     "synthetic",
+    "init_from",
+    "freeze",
 )
 
 
@@ -261,6 +263,10 @@ def set_up(
     )
     torch.manual_seed(randomness.torch_seed(randomness.INIT, cfg.seed))  # the same weights on every rank
     model = build_model(model_config, place.towers) if place.towers else build_model(model_config).to(device)
+    if cfg.init_from is not None or cfg.freeze is not None:
+        data.preprocess = finetune.prepare(
+            model, data.classes, data.preprocess, cfg.init_from, cfg.freeze, ckpt, progress.message
+        )
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, model)

@@ -135,6 +135,20 @@ def torchvision_weights(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture
+def torch_home(torchvision_weights, tmp_path, monkeypatch) -> Path:
+    """A TORCH_HOME whose hub cache already holds torchvision's AlexNet file (the untrained
+    weights above, linked under the real file name), so `torchvision` resolves offline."""
+    from torchvision.models import AlexNet_Weights
+
+    home = tmp_path / "torch-home"
+    cached = home / "hub" / "checkpoints" / AlexNet_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
+    cached.symlink_to(torchvision_weights)
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    return home
+
+
 def cli_in_process(capsys, *args) -> tuple[int, str, str]:
     """Run `alexnet ARGS` in this process (no interpreter start-up): (exit code, stdout, stderr)."""
     from alexnet_cli.cli import main

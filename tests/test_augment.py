@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from alexnet_cli.data import augment
-from alexnet_cli.data.transforms import channels_last_view, normalize, preprocess_from_stats
+from alexnet_cli.data.transforms import (
+    channels_last_view,
+    normalize,
+    preprocess_from_stats,
+    torchvision_preprocess,
+)
 
 PCA = augment.pca_from_stats(
     [0.2175, 0.0188, 0.0045],
@@ -82,9 +87,13 @@ def _stored_batch(n=4, seed=0):
     return full, preprocess_from_stats(mean)
 
 
-def test_train_input_equals_normalize_then_crop_and_flip_plus_lighting():
-    """Loader crop + device mean crop == section 2's mean subtraction at 256, then the crop."""
+@pytest.mark.parametrize("kind", ["mean_image", "mean_std"])
+def test_train_input_equals_normalize_then_crop_and_flip_plus_lighting(kind):
+    """Loader crop + device mean crop == section 2's mean subtraction at 256, then the crop
+    (for torchvision's mean/std too: the lit patch, normalised like eval's pixels)."""
     full, preprocess = _stored_batch()
+    if kind == "mean_std":
+        preprocess = torchvision_preprocess()
     draws = [augment.draw(1, 0, i) for i in range(len(full))]
     batch = {
         "images": torch.stack([augment.crop_flip(torch.from_numpy(im), d.top, d.left, d.flip)
@@ -97,9 +106,10 @@ def test_train_input_equals_normalize_then_crop_and_flip_plus_lighting():
     x = augment.train_input(batch, preprocess, PCA, "cpu")
     reference = normalize(torch.from_numpy(full).permute(0, 3, 1, 2), preprocess)
     offsets = augment.lighting_offsets(batch["alpha"], PCA)
+    scale = 1 / (255 * torch.tensor(preprocess["std"]))[:, None, None] if kind == "mean_std" else 1
     for n, d in enumerate(draws):
         ref = reference[n, :, d.top : d.top + 224, d.left : d.left + 224]
-        ref = (ref.flip(-1) if d.flip else ref) + offsets[n][:, None, None]
+        ref = (ref.flip(-1) if d.flip else ref) + offsets[n][:, None, None] * scale
         torch.testing.assert_close(x[n], ref, rtol=0, atol=1e-4)
     assert x.shape == (4, 3, 224, 224) and x.dtype == torch.float32 and x.is_contiguous()
     nhwc = augment.train_input(batch, preprocess, PCA, "cpu", memory_format=torch.channels_last)

@@ -8,11 +8,21 @@ import torch.nn.functional as F
 import torchvision
 
 from alexnet_cli.model import (
+    ARCHES,
+    LAYER_OUTPUTS,
     LAYERS,
+    LRN_ALPHA,
+    LRN_BETA,
+    LRN_K,
+    LRN_SIZE,
     AlexNet,
     LocalResponseNorm,
     ModelConfig,
+    _lrn_plain,
+    arch_of,
     build_model,
+    layer_of,
+    layer_output,
     local_response_norm,
     merge_towers,
     split_towers,
@@ -298,3 +308,62 @@ def test_torchvision_arch_uses_the_chosen_dropout_form():
     model = build_model(ModelConfig(arch="torchvision", num_classes=10, dropout_form="paper"))
     forms = [m.form for m in model.modules() if isinstance(m, Dropout)]
     assert forms == ["paper", "paper"] and not any(type(m) is torch.nn.Dropout for m in model.modules())
+
+
+# --------------------------------------------------------------------------------------------
+# The export path of LRN and the layer outputs features are read from
+
+
+@pytest.mark.parametrize("groups,channels_last", [(1, False), (2, True)])
+def test_lrn_plain_ops_for_export_equal_the_fast_path(groups, channels_last):
+    """torch.export traces LRN as plain ops; they give the fast path's values (float32, ReLU'd
+    maps at conv1's scale) and section 3.3's formula."""
+    torch.manual_seed(5)
+    a = F.relu(torch.randn(2, 96, 13, 13) * 60)
+    if channels_last:
+        a = a.contiguous(memory_format=torch.channels_last)
+    fast = local_response_norm(a, groups=groups)
+    plain = _lrn_plain(a.view(2, groups, 96 // groups, 13, 13), LRN_SIZE, LRN_ALPHA, LRN_BETA, LRN_K).view(2, 96, 13, 13)
+    torch.testing.assert_close(plain, fast, rtol=2e-6, atol=1e-6)
+    ref = torch.cat([lrn_reference(h.double()) for h in a.chunk(groups, dim=1)], 1).float()
+    torch.testing.assert_close(plain, ref)
+
+
+def test_torch_export_traces_lrn_as_plain_ops():
+    program = torch.export.export(LocalResponseNorm(), (torch.randn(2, 8, 5, 5),))
+    ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert "aten.pow.Tensor_Scalar" in ops and not any("addcmul" in op or "rsqrt" in op for op in ops), ops
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_layer_output_stops_at_every_named_layer(arch):
+    torch.manual_seed(6)
+    model = build_model(ModelConfig(arch=arch, num_classes=7)).eval()
+    x = torch.randn(2, 3, 224, 224) * 50
+    shapes = {"pool5": (2, 9216), "fc6": (2, 4096), "fc7": (2, 4096), "fc8": (2, 7)}
+    with torch.no_grad():
+        outputs = {layer: layer_output(model, x, layer) for layer in LAYER_OUTPUTS}
+        fc8 = model(x)
+    for layer, shape in shapes.items():
+        assert outputs[layer].shape == shape
+    assert outputs["conv1"].shape[2:] == (55, 55) and outputs["pool2"].shape[2:] == (13, 13)
+    assert outputs["conv5"].shape == (2, 256, 13, 13) and (outputs["fc7"] >= 0).all()
+    assert torch.equal(outputs["fc8"], fc8)
+    # each output feeds the next layers: fc7's units through fc8 are the logits
+    head = model.fc8 if arch == "paper" else model.classifier[6]
+    torch.testing.assert_close(head(outputs["fc7"]), fc8)
+    with pytest.raises(ValueError, match="unknown layer 'fc9'"):
+        layer_output(model, x, "fc9")
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_every_parameter_belongs_to_one_of_the_papers_layers(arch):
+    model = build_model(ModelConfig(arch=arch, num_classes=3))
+    layers = [layer_of(name) for name, _ in model.named_parameters()]
+    assert set(layers) == set(LAYERS) and arch_of(model) == arch
+    assert layer_of("towers.1.conv2.weight") == layer_of("features.3.bias") == "conv2"
+
+
+def test_layer_outputs_needs_the_towers_on_one_device():
+    with pytest.raises(ValueError, match="one device"):
+        next(AlexNet(num_classes=2, devices=("cpu", "cpu")).layer_outputs(torch.zeros(1, 3, 224, 224)))

@@ -24,7 +24,7 @@ import torch
 from alexnet_cli import randomness
 from alexnet_cli.config import LIGHTING_STD
 from alexnet_cli.data.imaging import IMAGE_SIZE
-from alexnet_cli.data.transforms import CROP, channels_last_view
+from alexnet_cli.data.transforms import CROP, channels_last_view, pixel_mean_std
 
 
 @dataclass(frozen=True)
@@ -109,13 +109,21 @@ def train_input(
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
     """A loader batch of uint8 NHWC patches -> network input [N, 3, 224, 224]: minus the mean
-    cut like each patch, plus PCA lighting (in `lighting_units`, see lighting_offsets)."""
+    cut like each patch, plus PCA lighting (in `lighting_units`, see lighting_offsets); then,
+    for torchvision's "mean_std" preprocessing, divided by its std, like the pixels at eval."""
     images = channels_last_view(batch["images"].to(device, non_blocking=True))
-    mean = preprocess["mean_image"].to(images.device, dtype)
+    std = None
+    if preprocess["kind"] == "mean_image":
+        mean = preprocess["mean_image"].to(images.device, dtype)
+    else:  # a per-channel mean is a constant mean image
+        channel_mean, std = pixel_mean_std(preprocess, images.device, dtype)
+        mean = channel_mean[0].expand(3, IMAGE_SIZE, IMAGE_SIZE)
     alpha = batch["alpha"].to(images.device, torch.float32)
     offsets = lighting_offsets(alpha, pca, lighting_units).to(dtype)
     centre = centred_patches_per_image if images.device.type == "cpu" else centred_patches
     x = centre(images, mean, batch["top"], batch["left"], batch["flip"], offsets, dtype)
+    if std is not None:
+        x /= std
     return x.contiguous(memory_format=memory_format)
 
 

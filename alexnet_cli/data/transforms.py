@@ -61,10 +61,18 @@ def normalize(
             mean = channels_last_view(mean.permute(1, 2, 0).contiguous())
         return x - mean
     if preprocess["kind"] == "mean_std":
-        mean = torch.as_tensor(preprocess["mean"], dtype=dtype, device=x.device).view(1, 3, 1, 1) * 255
-        std = torch.as_tensor(preprocess["std"], dtype=dtype, device=x.device).view(1, 3, 1, 1) * 255
+        mean, std = pixel_mean_std(preprocess, x.device, dtype)
         return (x - mean) / std
     raise ValueError(f"unknown preprocess kind {preprocess['kind']!r}")
+
+
+def pixel_mean_std(
+    preprocess: dict[str, Any], device: torch.device | str, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A "mean_std" preprocessing's per-channel mean and std in pixel units (0..255), [1, 3, 1, 1]."""
+    mean = torch.as_tensor(preprocess["mean"], dtype=dtype, device=device).view(1, 3, 1, 1) * 255
+    std = torch.as_tensor(preprocess["std"], dtype=dtype, device=device).view(1, 3, 1, 1) * 255
+    return mean, std
 
 
 def _center(x: torch.Tensor, size: int) -> torch.Tensor:
