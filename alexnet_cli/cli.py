@@ -7,6 +7,7 @@ commands so that `alexnet --help` stays fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -18,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from alexnet_cli import __version__
-from alexnet_cli.errors import EXIT_FAILED, AlexnetError, InputError
+from alexnet_cli.errors import EXIT_FAILED, AlexnetError, InputError, Preempted
 
 app = typer.Typer(
     name="alexnet",
@@ -559,6 +560,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     """Entry point: expected errors become one line on stderr and a documented exit code."""
     try:
         app(args=argv, prog_name="alexnet")
+    except Preempted as e:
+        # Every rank stops after the same step (the signal is all-reduced) and only rank 0 writes
+        # last.pt: one line from it says it all. A requested stop is not an error.
+        if os.environ.get("RANK", "0") == "0":
+            if _state["debug"]:
+                traceback.print_exc()
+            err_console.print(escape(str(e)), highlight=False, soft_wrap=True)
+        sys.exit(e.exit_code)
     except AlexnetError as e:
         if _state["debug"]:
             traceback.print_exc()
