@@ -40,12 +40,15 @@ log=$work/log
 daemons=()  # "name:pid", in start order
 t_start=$SECONDS
 say() { echo "slurm_check: $*"; }
-alive() { [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+alive() {  # a zombie has exited: it counts as stopped
+    [ -e "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]
+}
 
 cleanup() {
-    local entry name pid i
+    local name pid i
     if command -v squeue > /dev/null && [ -f "$work/slurm.conf" ]; then
         # Jobs first: their processes belong to slurmstepd, which outlives slurmd.
+        export SLURM_CONF=$work/slurm.conf
         squeue -h -o %i 2>/dev/null | xargs -r scancel 2>/dev/null
         for i in $(seq 60); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 1; done
     fi
