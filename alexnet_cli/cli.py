@@ -7,6 +7,7 @@ Heavy imports (torch, h5py) happen inside the commands so that `alexnet --help` 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -25,7 +26,7 @@ from alexnet_cli.config import (
     PrepConfig,
     TrainConfig,
 )
-from alexnet_cli.errors import EXIT_FAILED, AlexnetError, InputError, no_checkpoint, no_dataset
+from alexnet_cli.errors import EXIT_FAILED, AlexnetError, InputError, Preempted, no_checkpoint, no_dataset
 
 app = typer.Typer(
     name="alexnet",
@@ -621,6 +622,14 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: expected errors become one line on stderr and a documented exit code."""
     try:
         app(args=argv, prog_name="alexnet")
+    except Preempted as e:
+        # Every rank stops after the same step (the signal is all-reduced) and only rank 0 writes
+        # last.pt: one line from it says it all. A requested stop is not an error.
+        if os.environ.get("RANK", "0") == "0":
+            if _state["debug"]:
+                traceback.print_exc()
+            render.note(str(e))
+        sys.exit(e.exit_code)
     except AlexnetError as e:
         if _state["debug"]:
             traceback.print_exc()

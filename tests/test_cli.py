@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from alexnet_cli import __version__
-from alexnet_cli.cli import app
+from alexnet_cli.cli import app, main
+from alexnet_cli.errors import EXIT_PREEMPTED, Preempted
 from tests.conftest import run_cli
 
 runner = CliRunner()
@@ -31,3 +33,27 @@ def test_bad_option_value_is_one_line_exit_2_no_traceback():
     assert "Traceback" not in err
     assert err.strip().count("\n") == 0
     assert "unknown --arch 'vgg'" in err
+
+
+@pytest.mark.parametrize("rank", [None, "0", "1"])
+def test_a_stop_by_a_signal_is_one_line_from_rank_0_only(rank, monkeypatch, capsys):
+    """Every rank of a run raises Preempted after the same step; only rank 0 wrote last.pt, so
+    only it reports (no "error:" prefix: a requested stop is not a failure), and all exit 75."""
+    import alexnet_cli.train
+
+    def stopped(cfg):
+        raise Preempted("stopped by a signal after step 3 (epoch 1); wrote run/last.pt; rerun ...")
+
+    monkeypatch.setattr(alexnet_cli.train, "train", stopped)
+    if rank is None:
+        monkeypatch.delenv("RANK", raising=False)
+    else:
+        monkeypatch.setenv("RANK", rank)
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--synthetic"])
+    assert stop.value.code == EXIT_PREEMPTED
+    err = capsys.readouterr().err
+    if rank == "1":
+        assert err == ""
+    else:
+        assert err.splitlines() == ["stopped by a signal after step 3 (epoch 1); wrote run/last.pt; rerun ..."]

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
 
 from alexnet_cli.distributed import collective_timeout
-from alexnet_cli.errors import EXIT_FAILED, InputError
+from alexnet_cli.errors import EXIT_FAILED, EXIT_PREEMPTED, InputError
 from tests.conftest import make_dataset
 from tests.reliability_helpers import (
     Trial,
+    cli,
     cli_env,
     prep_kill_trials,
     rank_fault_trial,
@@ -86,6 +89,34 @@ def test_a_dead_rank_makes_the_survivor_exit_with_one_line_and_the_run_resumes(t
     assert fault.resume_codes == [0, 0], fault
     assert fault.resumed == [f"resuming {tmp_path / 'run' / 'last.pt'}: epoch 1, step 1 of it"]
     assert fault.summary["steps"] == 2 and fault.summary["stopped"] == "completed" and fault.summary["world_size"] == 2
+
+
+def test_a_signal_to_both_ranks_stops_them_at_one_step_with_one_line_from_rank_0(tiny, tmp_path):
+    """What SLURM does to a 2-process run (preemption, scancel, the time-limit trap): SIGTERM to
+    every process. Both ranks finish the same step and exit 75; rank 0, which wrote last.pt,
+    says so in one line; rank 1 prints nothing; no traceback."""
+    args = ["--data", tiny, "--run-dir", tmp_path / "run", "--epochs", "2", "--batch-size", "4",
+            "--workers", "1", "--gpus", "0", "--log-every", "1", "--checkpoint-minutes", "60"]
+    procs = start_ranks(cli("train", *args), 2)
+    try:
+        for line in procs[0].stderr:
+            if "step 1/2" in line:
+                break
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert [p.returncode for p in procs] == [EXIT_PREEMPTED, EXIT_PREEMPTED], outputs
+    said = [[line for line in err.splitlines() if not line.startswith("epoch ")] for _, err in outputs]
+    step = torch.load(tmp_path / "run" / "last.pt", weights_only=True, mmap=True)["step"]
+    expected = (f"stopped by a signal after step {step} (epoch {(step - 1) // 2 + 1}); wrote "
+                f"{tmp_path / 'run' / 'last.pt'}; rerun the same command with --resume auto to continue")
+    assert said[0] == [expected], said
+    assert said[1] == [], said
 
 
 HANGING_PEER = """
