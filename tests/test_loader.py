@@ -175,3 +175,52 @@ def test_a_process_exits_with_a_loader_left_open(tiny, tmp_path):
     env = {**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_many_batches_through_reused_shared_buffers_stay_intact(tmp_path):
+    """More batches than shared buffers (1 worker: 5 buffers, 12 batches): every batch the
+    consumer kept equals the one read in process, so no buffer was overwritten while in use."""
+    reader = PreparedDataset(make_dataset(tmp_path, classes=3, train_per_class=4, val_per_class=1)).split("train")
+    images = loader.StoredImages(reader, train=True, seed=3)
+    batches = loader.epoch_batches(np.arange(len(reader)), 1, seed=3, epoch=0)
+    assert len(batches) > loader.PREFETCH * 1 + 1
+    kept = _collect(images, batches, workers=1)
+    for got, b in zip(kept, batches, strict=True):
+        assert torch.equal(got["images"], images[b]["images"])
+
+
+def test_a_worker_waits_for_the_buffer_until_the_batch_before_is_released():
+    import threading
+
+    shared = loader.SharedBatches(2, 16)
+    assert shared.buffers.is_shared() and shared.turn.is_shared()  # torch's _new_shared still exists
+    shared.space(0), shared.space(1)  # the first two tasks never wait
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(shared.space(2)))
+    waiting.start()
+    waiting.join(0.2)
+    assert waiting.is_alive() and not got  # task 2 reuses task 0's buffer: not before its release
+    shared.release(0)
+    waiting.join(5)
+    assert got and got[0].shape == (16,)
+
+
+def test_shard_bytes_read_from_the_file_equal_h5pys_across_chunks(tmp_path):
+    """SplitReader reads an image's bytes with preadv at the chunk offsets HDF5 reports; raw
+    images (196 KB) cross the 1 MB chunks, so some take two reads."""
+    reader = PreparedDataset(make_dataset(tmp_path, classes=2, train_per_class=6, val_per_class=1, codec="raw", train_shards=1)).split("train")
+    _, data, offsets, _, spans = reader._shard(0)
+    assert spans is not None
+    crossing = [j for j in range(len(offsets) - 1) if offsets[j] // (1 << 20) != (offsets[j + 1] - 1) // (1 << 20)]
+    assert crossing
+    for j in range(len(offsets) - 1):
+        assert np.array_equal(reader.read_encoded(j)[0], data[offsets[j] : offsets[j + 1]])
+
+
+def test_raw_shards_have_no_jpeg_for_the_gpu_to_decode(tmp_path):
+    from alexnet_cli.errors import InputError
+
+    reader = PreparedDataset(make_dataset(tmp_path, classes=2, train_per_class=2, val_per_class=1, codec="raw")).split("train")
+    images = loader.StoredImages(reader, train=True, decode=False)
+    with pytest.raises(InputError, match="stores raw pixels, no JPEG to decode"):
+        images[loader.epoch_batches(np.arange(4), 4, 0, 0)[0]]
