@@ -217,6 +217,53 @@ def test_shard_bytes_read_from_the_file_equal_h5pys_across_chunks(tmp_path):
         assert np.array_equal(reader.read_encoded(j)[0], data[offsets[j] : offsets[j + 1]])
 
 
+class _CpuJpegs:
+    """The GPU path's stand-in decoder: the CPU decoder, [3, H, W] like nvJPEG's output."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, jpegs):
+        from alexnet_cli.data.format.codec import decode_image
+
+        self.calls.append(len(jpegs))
+        return [torch.from_numpy(decode_image(j.numpy(), "jpeg")).permute(2, 0, 1) for j in jpegs]
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_gpu_decode_path_makes_the_cpu_paths_batches(tiny, train):
+    """Everything of --decode gpu but nvJPEG itself: workers ship the stored JPEGs and the
+    draws, the decoder gets each batch in one call, the patches are cut on the device; with
+    the same decoder, the batches equal the CPU path's bit for bit."""
+    from alexnet_cli.data.gpu_decode import GpuDecoder
+
+    reader = tiny.split("train" if train else "val")
+    cpu = loader.StoredImages(reader, train=train, seed=5)
+    gpu = loader.StoredImages(reader, train=train, seed=5, decode=False)
+    batches = loader.epoch_batches(np.arange(len(reader)), 4, seed=5, epoch=2)
+    decode = _CpuJpegs()
+    got = list(loader.batch_loader(gpu, batches, workers=2, take=GpuDecoder(torch.device("cpu"), decode)))
+    assert decode.calls == [len(b.indices) for b in batches]
+    for g, c in zip(got, _collect(cpu, batches, workers=0), strict=True):
+        assert g.keys() == c.keys()
+        for key in c:
+            assert torch.equal(torch.as_tensor(g[key]), torch.as_tensor(c[key])), key
+
+
+def test_gpu_decode_is_refused_in_one_line_without_cuda(tiny, tmp_path):
+    from alexnet_cli.data.gpu_decode import nvjpeg
+    from alexnet_cli.errors import InputError
+    from tests.conftest import run_cli
+
+    with pytest.raises(InputError, match="needs a CUDA device"):
+        nvjpeg(torch.device("cpu"))
+    r = run_cli("train", "--data", tiny.path, "--run-dir", tmp_path / "run", "--gpus", "0", "--decode", "gpu")
+    err = r.stderr.decode()
+    assert r.returncode != 0 and len(err.strip().splitlines()) == 1 and "--decode gpu needs a CUDA device" in err, err
+    r = run_cli("train", "--data", tiny.path, "--run-dir", tmp_path / "run", "--gpus", "0", "--decode", "tpu")
+    assert r.returncode != 0 and "--decode tpu: choose one of cpu, gpu" in r.stderr.decode()
+
+
 def test_raw_shards_have_no_jpeg_for_the_gpu_to_decode(tmp_path):
     from alexnet_cli.errors import InputError
 
