@@ -271,3 +271,25 @@ def test_raw_shards_have_no_jpeg_for_the_gpu_to_decode(tmp_path):
     images = loader.StoredImages(reader, train=True, decode=False)
     with pytest.raises(InputError, match="stores raw pixels, no JPEG to decode"):
         images[loader.epoch_batches(np.arange(4), 4, 0, 0)[0]]
+
+
+def test_training_imports_without_simplejpeg_and_the_cpu_decoder_says_what_is_missing():
+    """A GPU machine may lack simplejpeg (no wheel carried): --decode gpu must still run, and
+    the CPU decoder must say what to install instead of failing at import."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    script = (
+        "import sys; sys.modules['simplejpeg'] = None\n"
+        "import numpy as np, alexnet_cli.train, alexnet_cli.data.gpu_decode\n"
+        "from alexnet_cli.data.imaging import load_256\n"
+        "from alexnet_cli.data.format.codec import decode_image\n"
+        "try:\n    decode_image(np.zeros(8, np.uint8), 'jpeg')\n"
+        "except Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("InputError simplejpeg is not installed: pip install simplejpeg"), done.stdout
