@@ -293,3 +293,24 @@ def test_training_imports_without_simplejpeg_and_the_cpu_decoder_says_what_is_mi
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("InputError simplejpeg is not installed: pip install simplejpeg"), done.stdout
+
+
+def test_training_with_gpu_decoding_ends_where_cpu_decoding_does(tmp_path, monkeypatch):
+    """`alexnet train --decode gpu` end to end, the CPU decoder standing in for nvJPEG: the
+    option reaches the loader, batches reach train_input and validation from the device
+    path, and the run ends with the CPU path's weights, bit for bit."""
+    from alexnet_cli.config import TrainConfig
+    from alexnet_cli.data import gpu_decode
+    from alexnet_cli.progress import TrainProgress
+    from alexnet_cli.train import train
+
+    data = make_dataset(tmp_path / "data", classes=2, train_per_class=4, val_per_class=2)
+    monkeypatch.setattr(gpu_decode, "nvjpeg", lambda device: _CpuJpegs())
+    summaries = {}
+    for decode in ("cpu", "gpu"):
+        config = TrainConfig(data=str(data), run_dir=str(tmp_path / decode), epochs=1, batch_size=4, workers=1,
+                             decode=decode, checkpoint_minutes=1e9)
+        summaries[decode] = train(config, TrainProgress(enabled=False))
+    assert summaries["gpu"]["last_epoch"]["val_loss"] == summaries["cpu"]["last_epoch"]["val_loss"]
+    cpu, gpu = (torch.load(tmp_path / d / "last.pt", weights_only=True)["model"] for d in ("cpu", "gpu"))
+    assert all(torch.equal(cpu[k], gpu[k]) for k in cpu)
