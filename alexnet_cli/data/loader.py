@@ -8,12 +8,14 @@ exactly once per epoch. Each rank takes its contiguous share of every global bat
 image once (no DistributedSampler padding). Resuming at step k skips k batches of the same
 permutation without reading them.
 
-Reading. A DataLoader item is one local batch (a list of indices). Workers read each image
-as one contiguous slice of its shard, decode it (format.codec: HWC, into a reused buffer) and
-for training cut and reflect the uint8 patch into the batch (augment.crop_flip). Batches stay
-NHWC end to end: on the device `permute(0, 3, 1, 2)` makes them channels_last NCHW tensors
-without a transposing copy, and the float work (mean, lighting) happens there. Shards are
-opened lazily in each worker: the parent never opens them, so no HDF5 handle crosses a fork.
+Reading. A DataLoader item is one local batch (a list of indices). Workers draw the batch's
+augmentation at once (augment.draws), read each image as one contiguous slice of its shard,
+decode it (format.codec: HWC, into a reused buffer) and for training cut and reflect the uint8
+patch straight into the batch's shared-memory buffer (SharedBatches), which the main process
+copies out. Batches stay NHWC end to end: on the device `permute(0, 3, 1, 2)` makes them
+channels_last NCHW tensors without a transposing copy, and the float work (mean, lighting)
+happens there. Shards are opened lazily in each worker: the parent never opens them, so no
+HDF5 handle crosses a fork.
 """
 
 from __future__ import annotations
@@ -201,8 +203,8 @@ class SharedBatches:
 
     A batch of 128 training patches is 19 MB. Made anew for every batch, as a DataLoader
     worker's tensor is (and then copied into fresh shared memory to cross the process
-    boundary), its pages cost a fault each on both sides: 0.11 ms per image, over a third
-    of the image's decode (docs/benchmarks.md, "loader"). Task `pos` of a loader writes
+    boundary), its pages cost a fault each on both sides: 0.08-0.13 ms an image, a third of
+    its decode (docs/benchmarks.md, "The loader's GPU path"). Task `pos` of a loader writes
     buffer `pos % count`, and only once the main process has released the task before it
     there (`turn`): with `count` above the tasks a DataLoader keeps in flight, no worker ever
     waits, and none can overwrite a batch still being read if that ever changes.
