@@ -7,7 +7,7 @@
 # (OUT defaults to .); exits non-zero when a check failed or could not run.
 #
 # It installs nothing from the network: the GPU machine brings torch and torchvision, and
-# these travel in the checkout, ignored by git (`echo /.gpu-data/ >> .git/info/exclude`):
+# these travel in the checkout, ignored by git (.gitignore):
 #   .whl/                          simplejpeg's wheel for the machine's Python (3.12 there), for
 #                                  prep and the CPU decoder (--decode gpu needs none):
 #       python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
