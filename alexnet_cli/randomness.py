@@ -29,8 +29,8 @@ def torch_seed(stream: int, *keys: int) -> int:
 
 class GeneratorBatch:
     """`generator(stream, *keys, i)` for every i of `last`, computed together: a loader draws
-    each image's augmentation from its own generator, and making 128 NumPy generators one by
-    one costs more than a tenth of the image's decode (docs/benchmarks.md, "loader").
+    each image's augmentation from its own generator, and making NumPy generators one by one
+    cost 5% of the images' decode (docs/benchmarks.md, "The loader's GPU path").
 
     The same numbers, not an approximation: NumPy's SeedSequence hashing (pool of 4 words)
     and PCG64 (128-bit LCG, XSL-RR output) written over arrays, checked against NumPy in
@@ -131,9 +131,9 @@ def _add128(a, b):
 
 def _mul128(a, b):
     """a * b mod 2**128 on (high, low) uint64 pairs."""
-    a0, a1, b0, b1 = a[1] & _M32, a[1] >> np.uint64(32), b[1] & _M32, b[1] >> np.uint64(32)
+    a0, a1, b0, b1 = a[1] & _M32, a[1] >> _32, b[1] & _M32, b[1] >> _32
     p00, p01, p10 = a0 * b0, a0 * b1, a1 * b0
-    mid = (p00 >> np.uint64(32)) + (p01 & _M32) + (p10 & _M32)
-    lo = (mid << np.uint64(32)) | (p00 & _M32)
-    hi = a1 * b1 + (p01 >> np.uint64(32)) + (p10 >> np.uint64(32)) + (mid >> np.uint64(32))
+    mid = (p00 >> _32) + (p01 & _M32) + (p10 & _M32)
+    lo = (mid << _32) | (p00 & _M32)
+    hi = a1 * b1 + (p01 >> _32) + (p10 >> _32) + (mid >> _32)
     return hi + a[0] * b[1] + a[1] * b[0], lo

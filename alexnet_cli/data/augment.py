@@ -72,7 +72,7 @@ def draws(
     crop: int = CROP,
 ) -> BatchDraws:
     """`draw(seed, epoch, i)` for every i of `indices`, value for value, from one
-    randomness.GeneratorBatch instead of a generator per image (7x less CPU time)."""
+    randomness.GeneratorBatch instead of a generator per image (3.4 against 15 us an image)."""
     indices = np.asarray(indices, np.int64)
     n, span = len(indices), size - crop + 1
     keys = (seed, epoch)
