@@ -314,3 +314,18 @@ def test_training_with_gpu_decoding_ends_where_cpu_decoding_does(tmp_path, monke
     assert summaries["gpu"]["last_epoch"]["val_loss"] == summaries["cpu"]["last_epoch"]["val_loss"]
     cpu, gpu = (torch.load(tmp_path / d / "last.pt", weights_only=True)["model"] for d in ("cpu", "gpu"))
     assert all(torch.equal(cpu[k], gpu[k]) for k in cpu)
+
+
+def test_a_batch_nvjpeg_cannot_decode_is_one_line_pointing_to_the_cpu_decoder(tiny):
+    from alexnet_cli.data.gpu_decode import GpuDecoder
+    from alexnet_cli.errors import InputError
+
+    def broken(jpegs):
+        raise RuntimeError("Failed to get image info: 3\nException raised from decode_images")
+
+    images = loader.StoredImages(tiny.split("train"), train=True, decode=False)
+    batches = loader.epoch_batches(np.arange(4), 4, 0, 0)
+    with pytest.raises(InputError) as e:
+        list(loader.batch_loader(images, batches, workers=1, take=GpuDecoder(torch.device("cpu"), broken)))
+    message = str(e.value)
+    assert len(message.splitlines()) == 1 and "Failed to get image info: 3" in message and "--decode cpu" in message

@@ -60,17 +60,23 @@ class GpuDecoder:
     path makes, decoded and, for training, cut and reflected on the device."""
 
     def __init__(self, device: torch.device, decode_jpegs: DecodeJpegs | None = None):
-        self.device = device
         self.decode_jpegs = decode_jpegs or nvjpeg(device)
 
     def __call__(self, batch: dict[str, Any], space: torch.Tensor) -> dict[str, Any]:
-        ends = batch["offsets"].tolist()
+        ends = batch.pop("offsets").tolist()
         # Views into the workers' shared buffer, valid during this call only: the decode has
         # read them when it returns (torchvision's contract for its inputs).
         jpegs = [space[start:end] for start, end in zip(ends[:-1], ends[1:], strict=True)]
-        images = torch.stack(list(self.decode_jpegs(jpegs)))  # [n, 3, H, W]
+        try:
+            images = torch.stack(list(self.decode_jpegs(jpegs)))  # [n, 3, H, W]
+        except RuntimeError as e:  # nvJPEG names no image: the CPU decoder names it and its shard
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise InputError(
+                f"a stored JPEG of images {batch['indices'].min()}-{batch['indices'].max()} of the split "
+                f"did not decode on the GPU ({first}); rerun with --decode cpu to name the damaged shard"
+            ) from None
         out = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
-        del out["offsets"]
+        del out["indices"]
         if "top" in out:
             out["images"] = augment.crop_flip_batch(images, out["top"], out["left"], out["flip"])
         else:  # whole images, NHWC like the CPU path's (a view: transforms.network_input undoes it)

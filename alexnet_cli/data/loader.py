@@ -160,6 +160,7 @@ class StoredImages(Dataset):
             out.update(top=d.top, left=d.left, flip=d.flip, alpha=d.alpha.astype(np.float32))
         if not self.decode:
             out["offsets"] = self.reader.read_encoded_into(indices, space)
+            out["indices"] = batch.indices  # for the device decoder's errors
             return out
         images = space[: len(indices) * int(np.prod(self.image_shape))].reshape(-1, *self.image_shape)
         if not self.train:
