@@ -212,6 +212,12 @@ def train(
         None, help="Explicit placement, e.g. cpu,cpu (the split on the CPU) or cuda:0,cuda:0."
     ),
     workers: int = typer.Option(T.workers, help="Loader worker processes (per training process)."),
+    decode: str = typer.Option(
+        T.decode,
+        "--decode",
+        help="'cpu': loader workers decode the JPEGs; 'gpu': the training GPU does (nvJPEG), "
+        "for few CPU cores per GPU.",
+    ),
     amp: bool = typer.Option(
         T.amp,
         "--amp",
@@ -292,6 +298,7 @@ def train(
         gpus=gpus,
         devices=tuple(devices.split(",")) if devices else None,
         workers=workers,
+        decode=decode,
         amp=amp,
         channels_last=channels_last,
         compile=compile_,

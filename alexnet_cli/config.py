@@ -78,6 +78,7 @@ class TrainConfig:
     gpus: int | None = None  # None: 1 if CUDA is available, else 0; 2: the paper's tower split
     devices: tuple[str, ...] | None = None  # explicit placement: ("cpu", "cpu"), ("cuda:0", "cuda:0")
     workers: int = 4
+    decode: str = "cpu"  # "gpu": the training GPU decodes the JPEGs (nvJPEG; data/gpu_decode.py)
     amp: bool = False  # bfloat16 autocast
     channels_last: bool = False
     compile: bool = False

@@ -18,6 +18,9 @@ from alexnet_cli.errors import AlexnetError, InputError
 
 TIMEOUT_ENV = "ALEXNET_DIST_TIMEOUT_MIN"
 TIMEOUT_MINUTES = 10.0
+# "gloo" for several processes on one GPU (`--devices cuda:0` in each): NCCL refuses two
+# ranks on one device. Anything else the caller's choice.
+BACKEND_ENV = "ALEXNET_DIST_BACKEND"
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ def collective_timeout() -> datetime.timedelta:
 def init(backend: str | None = None, timeout: datetime.timedelta | None = None) -> DistInfo:
     """Join the process group torchrun describes (env://); a no-op outside torchrun.
 
-    backend: "nccl" for CUDA, "gloo" for CPU; default picks by CUDA availability.
+    backend: "nccl" for CUDA, "gloo" for CPU; default picks by CUDA availability; either way
+    $ALEXNET_DIST_BACKEND, where set, decides.
     timeout: for every collective; default `collective_timeout()`.
     """
     if not launched_by_torchrun():
@@ -65,7 +69,7 @@ def init(backend: str | None = None, timeout: datetime.timedelta | None = None) 
         int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
     )
     if not dist.is_initialized():
-        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        backend = os.environ.get(BACKEND_ENV) or backend or ("nccl" if torch.cuda.is_available() else "gloo")
         dist.init_process_group(backend=backend, timeout=timeout or collective_timeout())
     return info
 

@@ -44,6 +44,7 @@ from alexnet_cli.checkpoint import (
 )
 from alexnet_cli.config import DROPOUT_FORMS, LEGACY_RECIPE, LIGHTING_UNITS, MOMENTUM_FORMS, TrainConfig
 from alexnet_cli.data import augment
+from alexnet_cli.data.gpu_decode import DECODES
 from alexnet_cli.data.inputs import PreparedInputs, SyntheticInputs
 from alexnet_cli.data.transforms import network_input
 from alexnet_cli.devices import Placement, placement
@@ -250,7 +251,15 @@ def set_up(
         )
     else:
         data = PreparedInputs(
-            cfg.data, cfg.batch_size, cfg.seed, cfg.lighting_std, cfg.limit, cfg.workers, rank, device
+            cfg.data,
+            cfg.batch_size,
+            cfg.seed,
+            cfg.lighting_std,
+            cfg.limit,
+            cfg.workers,
+            rank,
+            device,
+            cfg.decode,
         )
     if ckpt is not None and [tuple(c) for c in ckpt["classes"]] != data.classes:
         raise InputError(
@@ -544,6 +553,8 @@ def check_options(cfg: TrainConfig) -> None:
     ):
         if value not in choices:
             raise InputError(f"--{option} {value}: choose one of {', '.join(choices)}")
+    if cfg.decode not in DECODES:
+        raise InputError(f"--decode {cfg.decode}: choose one of {', '.join(DECODES)}")
     if cfg.resume not in (None, "last", "auto"):
         raise InputError(f"--resume {cfg.resume}: use --resume last (continue --run-dir) or --resume auto")
     if cfg.lr <= 0 or cfg.workers < 0 or not 0 <= cfg.dropout < 1:

@@ -9,6 +9,15 @@ Both on ../shared/data/imagenet-sample (1000 real ImageNet JPEGs), both on the C
 interleaved so that a noisy machine slows both alike. The last line prints the ratio.
 
     python benchmarks/bench_loader.py [--workers 2] [--batch-size 128] [--rounds 3]
+
+--device-mode: the path that feeds a GPU instead, against the decode bound. Workers read,
+decode, cut and reflect the uint8 patches; the main process only takes each batch out of the
+workers' shared memory (into pinned memory and on to the GPU when there is one; the float
+work is the device's). In the same rounds: decoding alone, one process, the fastest decoder
+installed (the bound a worker core could reach), then the loader with 1 and with 2 workers.
+The last line: `device-mode: X img/s per worker core = Y% of decode bound; 1->2 workers Z x`.
+
+    python benchmarks/bench_loader.py --device-mode [--rounds 5] [--passes 8]
 """
 
 from __future__ import annotations
@@ -65,6 +74,7 @@ class Measure:
     images: int = 0
     seconds: float = 0.0
     cpu_seconds: float = 0.0  # this process and its loader workers
+    main_cpu_seconds: float = 0.0  # this process alone
 
     @property
     def rate(self) -> float:
@@ -74,10 +84,19 @@ class Measure:
     def cpu_ms(self) -> float:
         return 1000 * self.cpu_seconds / self.images
 
+    @property
+    def main_ms(self) -> float:
+        return 1000 * self.main_cpu_seconds / self.images
 
-def _cpu() -> float:
+    @property
+    def worker_ms(self) -> float:
+        return self.cpu_ms - self.main_ms
+
+
+def _cpu() -> tuple[float, float]:
+    """CPU seconds of (this process, its exited children)."""
     own, workers = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+    return own.ru_utime + own.ru_stime, workers.ru_utime + workers.ru_stime
 
 
 @contextmanager
@@ -87,7 +106,9 @@ def measured():
     m, start, cpu = Measure(), time.perf_counter(), _cpu()
     yield m
     m.seconds = time.perf_counter() - start
-    m.cpu_seconds = _cpu() - cpu
+    own, workers = _cpu()
+    m.main_cpu_seconds = own - cpu[0]
+    m.cpu_seconds = m.main_cpu_seconds + workers - cpu[1]
 
 
 def ours(index: Path, workers: int, batch_size: int, epoch: int, passes: int) -> Measure:
@@ -101,6 +122,80 @@ def ours(index: Path, workers: int, batch_size: int, epoch: int, passes: int) ->
             # channels_last: the layout `alexnet train` gives the network on the CPU (train.set_up)
             m.images += train_input(batch, preprocess, pca, "cpu", memory_format=torch.channels_last).shape[0]
     return m
+
+
+def decode_bound(index: Path) -> tuple[Measure, str]:
+    """Decoding every stored image once, one process, with the decoder that took the least
+    CPU time: simplejpeg into a reused buffer (the loader's) or torchvision's decode_jpeg."""
+    reader = PreparedDataset(index).split("train")
+    encoded = [reader.read_encoded(i)[0] for i in range(len(reader))]
+    decoders = {}
+    try:
+        import simplejpeg
+
+        buffer = np.empty((256, 256, 3), np.uint8)
+        decoders["simplejpeg"] = lambda: [simplejpeg.decode_jpeg(e, "RGB", buffer=buffer) for e in encoded]
+    except ImportError:
+        pass
+    try:
+        import warnings
+
+        from torchvision.io import decode_jpeg
+
+        tensors = [torch.from_numpy(e.copy()) for e in encoded]
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # torchvision 0.29's image decoders
+        decoders["torchvision"] = lambda: [decode_jpeg(t) for t in tensors]
+    except ImportError:
+        pass
+    best = None
+    for name, decode in decoders.items():
+        with measured() as m:
+            decode()
+        m.images = len(encoded)
+        if best is None or m.cpu_seconds < best[0].cpu_seconds:
+            best = (m, name)
+    return best
+
+
+def device_mode(index: Path, workers: int, batch_size: int, epoch: int, passes: int) -> Measure:
+    """The loader as it feeds a GPU: no float work in the main process; with CUDA, batches go
+    to pinned memory and on to the device, as `alexnet train` sends them."""
+    cuda = torch.cuda.is_available()
+    images = loader.StoredImages(PreparedDataset(index).split("train"), train=True, seed=0)
+    batches = loader.epoch_batches(np.tile(np.arange(len(images)), passes), batch_size, seed=0, epoch=epoch)
+    with measured() as m:
+        for batch in loader.batch_loader(images, batches, workers, pin_memory=cuda):
+            if cuda:
+                batch["images"].to("cuda", non_blocking=True)
+            m.images += batch["images"].shape[0]
+        if cuda:
+            torch.cuda.synchronize()
+    return m
+
+
+def main_device_mode(a: argparse.Namespace, index: Path) -> None:
+    print(f"{a.src}: 1000 images x {a.passes} passes a measurement, batch {a.batch_size}, "
+          f"{'CUDA: pinned memory + copy to the GPU' if torch.cuda.is_available() else 'no GPU: batches end in main-process memory'}")
+    runs: dict[str, list[Measure]] = {"bound": [], "1 worker": [], "2 workers": []}
+    for r in range(a.rounds):
+        bound, decoder = decode_bound(index)
+        runs["bound"].append(bound)
+        for w in (1, 2):
+            runs[f"{w} worker{'s' if w > 1 else ''}"].append(device_mode(index, w, a.batch_size, r, a.passes))
+        print(f"round {r + 1}: decode bound ({decoder}) {bound.rate:.0f} img/s ({bound.cpu_ms:.3f} CPU ms/img), "
+              + ", ".join(f"{k} {v[-1].rate:.0f} img/s (CPU ms/img: workers {v[-1].worker_ms:.3f}, main {v[-1].main_ms:.3f})"
+                          for k, v in runs.items() if k != "bound"), flush=True)
+    rate = {k: statistics.median(m.rate for m in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(m.cpu_ms for m in v) for k, v in runs.items()}
+    worker = {k: statistics.median(m.worker_ms for m in v) for k, v in runs.items()}
+    main = {k: statistics.median(m.main_ms for m in v) for k, v in runs.items()}
+    print(f"median: decode bound {rate['bound']:.0f} img/s ({cpu['bound']:.3f} CPU ms/img); "
+          + "; ".join(f"{k} {rate[k]:.0f} img/s (CPU ms/img: workers {worker[k]:.3f}, main {main[k]:.3f})"
+                      for k in ("1 worker", "2 workers")))
+    print(f"CPU time: a worker core {1000 / worker['1 worker']:.0f} img/s = {100 * cpu['bound'] / worker['1 worker']:.0f}% "
+          f"of decode bound; with the main process's share {100 * cpu['bound'] / cpu['1 worker']:.0f}%")
+    print(f"device-mode: {rate['1 worker']:.0f} img/s per worker core = {100 * rate['1 worker'] / rate['bound']:.0f}% "
+          f"of decode bound; 1->2 workers {rate['2 workers'] / rate['1 worker']:.2f} x")
 
 
 def pytorch_examples(root: Path, workers: int, batch_size: int, passes: int) -> Measure:
@@ -129,6 +224,7 @@ def main() -> None:
                         "(1.28M images) does not restart its workers every 1000 images, for either pipeline")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
     p.add_argument("--codecs", default="jpeg,raw", help="how our HDF5 copies store the images (prep's --codec)")
+    p.add_argument("--device-mode", action="store_true", help="the GPU-feeding path against the decode bound (above)")
     a = p.parse_args()
     keep_freed_memory()  # as `alexnet train` does on the CPU; forked loader workers of both inherit it
     # The workers fill the cores; an OpenMP team in the main process would only contend with
@@ -136,6 +232,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     if not (a.src / "labels.csv").exists():
         sys.exit(f"{a.src}: the imagenet-sample folder is missing (see ../shared/data/README.md)")
+    if a.device_mode:
+        main_device_mode(a, sample_hdf5(a.src, a.cache, "jpeg"))
+        return
     folder = image_folder(a.src, a.cache)
     indexes = {codec: sample_hdf5(a.src, a.cache, codec) for codec in a.codecs.split(",")}
     print(f"{a.src}: 1000 images x {a.passes} passes an epoch, batch {a.batch_size}, {a.workers} workers, {torch.get_num_threads()} torch thread(s) in the main process")

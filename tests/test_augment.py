@@ -135,3 +135,65 @@ def test_lighting_units_stddev_is_cuda_convnet2s_square_roots():
     assert np.allclose(got, vectors @ (alpha[0].numpy() * np.sqrt(values * 255**2)))  # sqrt of 0..255 eigenvalues
     paper = augment.lighting_offsets(alpha, PCA, "eigenvalue")[0].numpy()
     assert np.allclose(paper, vectors @ (alpha[0].numpy() * 255 * values))
+
+
+@pytest.mark.parametrize("seed,epoch,std", [(0, 0, 0.1), (7, 3, 0.1), (123456, 89, 0.25), (2**32 - 1, 2**32 - 1, 0.0)])
+def test_batched_draws_are_the_per_image_draws_value_for_value(seed, epoch, std):
+    indices = np.concatenate([np.arange(600), np.random.default_rng(1).integers(0, 2**32, 200)])
+    batch = augment.draws(seed, epoch, indices, lighting_std=std)
+    got = [augment.ImageDraw(int(t), int(l), bool(f), tuple(float(a) for a in alpha))
+           for t, l, f, alpha in zip(batch.top, batch.left, batch.flip, batch.alpha)]
+    assert got == [augment.draw(seed, epoch, int(i), lighting_std=std) for i in indices]
+
+
+def test_batched_draws_with_keys_beyond_32_bits_come_from_numpy_itself():
+    indices = np.array([0, 5, 2**33 + 1])
+    batch = augment.draws(2**40, 1, indices)
+    for k, i in enumerate(indices):
+        d = augment.draw(2**40, 1, int(i))
+        assert (batch.top[k], batch.left[k], batch.flip[k], tuple(batch.alpha[k])) == (d.top, d.left, d.flip, d.alpha)
+
+
+def test_generator_batch_outputs_are_numpys():
+    from alexnet_cli import randomness
+
+    last = np.array([0, 1, 2, 99, 2**32 - 1])
+    g = randomness.GeneratorBatch(randomness.AUGMENT, (3, 4), last)
+    ours = np.stack([g.next_uint64() for _ in range(4)], axis=1)
+    for row, i in zip(ours, last):
+        assert row.tolist() == randomness.generator(randomness.AUGMENT, 3, 4, int(i)).bit_generator.random_raw(4).tolist()
+    assert not randomness.GeneratorBatch.fits(randomness.AUGMENT, (3, 2**32), last)
+    assert not randomness.GeneratorBatch.fits(randomness.AUGMENT, (3, 4), np.array([-1]))
+
+
+def _pcg64_emitting(first: int) -> np.random.Generator:
+    """A NumPy generator whose next 64-bit output is `first`: PCG64 steps its 128-bit state
+    (s -> s * M + inc) and outputs rotr(high ^ low, high >> 58), so the state high = 0,
+    low = first outputs `first`; step back from it."""
+    mult, inc = 0x2360ED051FC65DA44385DF649FCCF645, 1
+    before = (first - inc) * pow(mult, -1, 2**128) % 2**128
+    bit_generator = np.random.PCG64(0)
+    bit_generator.state = {"bit_generator": "PCG64", "state": {"state": before, "inc": inc}, "has_uint32": 0, "uinteger": 0}
+    return np.random.Generator(bit_generator)
+
+
+@pytest.mark.parametrize("low,high", [(0, 0), (0xFFFFFFFF, 0x80000000), (130150524, 3), (2, 5), (130150525, 0x12345678)])
+def test_lemire_bounded_integers_are_numpys_or_say_they_are_not(low, high):
+    """augment._lemire against NumPy's integers(0, 33, size=2) on chosen 32-bit draws,
+    including low words that start NumPy's rejection loop (u * 33 mod 2**32 below 33):
+    those must be flagged, never returned as final."""
+    expected = _pcg64_emitting(high << 32 | low).integers(0, 33, size=2).tolist()
+    values, final = augment._lemire(np.array([low, high], np.uint64), 33)
+    assert all(final) == (low * 33 % 2**32 >= 33 and high * 33 % 2**32 >= 33)
+    if all(final):
+        assert values.tolist() == expected
+
+
+def test_crop_flip_batch_on_the_device_equals_crop_flip_per_image():
+    g = torch.Generator().manual_seed(0)
+    hwc = torch.randint(0, 256, (5, 256, 256, 3), dtype=torch.uint8, generator=g)
+    top, left = torch.tensor([0, 32, 5, 17, 32]), torch.tensor([0, 32, 0, 9, 31])
+    flip = torch.tensor([False, True, True, False, True])
+    got = augment.crop_flip_batch(hwc.permute(0, 3, 1, 2).contiguous(), top, left, flip)
+    expected = torch.stack([augment.crop_flip(hwc[n], int(top[n]), int(left[n]), bool(flip[n])) for n in range(5)])
+    assert got.is_contiguous() and torch.equal(got, expected)

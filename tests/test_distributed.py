@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alexnet_cli.distributed import DistInfo, init, shard_range
+from alexnet_cli.distributed import BACKEND_ENV, DistInfo, init, shard_range
 
 
 @pytest.mark.parametrize("n,world", [(0, 2), (1, 2), (10, 3), (7, 7), (5, 8), (1000, 4)])
@@ -20,3 +20,18 @@ def test_single_process_defaults(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     assert init() == DistInfo(0, 1, 0)
     assert init().is_main and not init().enabled
+
+
+def test_the_backend_env_overrides_the_default(monkeypatch):
+    """ALEXNET_DIST_BACKEND=gloo lets two torchrun processes share one GPU (NCCL refuses)."""
+    import torch.distributed as dist
+
+    chosen = []
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, timeout: chosen.append(backend))
+    init("nccl")
+    monkeypatch.setenv(BACKEND_ENV, "gloo")
+    init("nccl")
+    assert chosen == ["nccl", "gloo"]

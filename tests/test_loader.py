@@ -175,3 +175,157 @@ def test_a_process_exits_with_a_loader_left_open(tiny, tmp_path):
     env = {**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_many_batches_through_reused_shared_buffers_stay_intact(tmp_path):
+    """More batches than shared buffers (1 worker: 5 buffers, 12 batches): every batch the
+    consumer kept equals the one read in process, so no buffer was overwritten while in use."""
+    reader = PreparedDataset(make_dataset(tmp_path, classes=3, train_per_class=4, val_per_class=1)).split("train")
+    images = loader.StoredImages(reader, train=True, seed=3)
+    batches = loader.epoch_batches(np.arange(len(reader)), 1, seed=3, epoch=0)
+    assert len(batches) > loader.PREFETCH * 1 + 1
+    kept = _collect(images, batches, workers=1)
+    for got, b in zip(kept, batches, strict=True):
+        assert torch.equal(got["images"], images[b]["images"])
+
+
+def test_a_worker_waits_for_the_buffer_until_the_batch_before_is_released():
+    import threading
+
+    shared = loader.SharedBatches(2, 16)
+    assert shared.buffers.is_shared() and shared.turn.is_shared()  # torch's _new_shared still exists
+    shared.space(0), shared.space(1)  # the first two tasks never wait
+    got = []
+    waiting = threading.Thread(target=lambda: got.append(shared.space(2)))
+    waiting.start()
+    waiting.join(0.2)
+    assert waiting.is_alive() and not got  # task 2 reuses task 0's buffer: not before its release
+    shared.release(0)
+    waiting.join(5)
+    assert got and got[0].shape == (16,)
+
+
+def test_shard_bytes_read_from_the_file_equal_h5pys_across_chunks(tmp_path):
+    """SplitReader reads an image's bytes with preadv at the chunk offsets HDF5 reports; raw
+    images (196 KB) cross the 1 MB chunks, so some take two reads."""
+    reader = PreparedDataset(make_dataset(tmp_path, classes=2, train_per_class=6, val_per_class=1, codec="raw", train_shards=1)).split("train")
+    _, data, offsets, _, spans = reader._shard(0)
+    assert spans is not None
+    crossing = [j for j in range(len(offsets) - 1) if offsets[j] // (1 << 20) != (offsets[j + 1] - 1) // (1 << 20)]
+    assert crossing
+    for j in range(len(offsets) - 1):
+        assert np.array_equal(reader.read_encoded(j)[0], data[offsets[j] : offsets[j + 1]])
+
+
+class _CpuJpegs:
+    """The GPU path's stand-in decoder: the CPU decoder, [3, H, W] like nvJPEG's output."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, jpegs):
+        from alexnet_cli.data.format.codec import decode_image
+
+        self.calls.append(len(jpegs))
+        return [torch.from_numpy(decode_image(j.numpy(), "jpeg")).permute(2, 0, 1) for j in jpegs]
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_gpu_decode_path_makes_the_cpu_paths_batches(tiny, train):
+    """Everything of --decode gpu but nvJPEG itself: workers ship the stored JPEGs and the
+    draws, the decoder gets each batch in one call, the patches are cut on the device; with
+    the same decoder, the batches equal the CPU path's bit for bit."""
+    from alexnet_cli.data.gpu_decode import GpuDecoder
+
+    reader = tiny.split("train" if train else "val")
+    cpu = loader.StoredImages(reader, train=train, seed=5)
+    gpu = loader.StoredImages(reader, train=train, seed=5, decode=False)
+    batches = loader.epoch_batches(np.arange(len(reader)), 4, seed=5, epoch=2)
+    decode = _CpuJpegs()
+    got = list(loader.batch_loader(gpu, batches, workers=2, take=GpuDecoder(torch.device("cpu"), decode)))
+    assert decode.calls == [len(b.indices) for b in batches]
+    for g, c in zip(got, _collect(cpu, batches, workers=0), strict=True):
+        assert g.keys() == c.keys()
+        for key in c:
+            assert torch.equal(torch.as_tensor(g[key]), torch.as_tensor(c[key])), key
+
+
+def test_gpu_decode_is_refused_in_one_line_without_cuda(tiny, tmp_path):
+    from alexnet_cli.data.gpu_decode import nvjpeg
+    from alexnet_cli.errors import InputError
+    from tests.conftest import run_cli
+
+    with pytest.raises(InputError, match="needs a CUDA device"):
+        nvjpeg(torch.device("cpu"))
+    r = run_cli("train", "--data", tiny.path, "--run-dir", tmp_path / "run", "--gpus", "0", "--decode", "gpu")
+    err = r.stderr.decode()
+    assert r.returncode != 0 and len(err.strip().splitlines()) == 1 and "--decode gpu needs a CUDA device" in err, err
+    r = run_cli("train", "--data", tiny.path, "--run-dir", tmp_path / "run", "--gpus", "0", "--decode", "tpu")
+    assert r.returncode != 0 and "--decode tpu: choose one of cpu, gpu" in r.stderr.decode()
+
+
+def test_raw_shards_have_no_jpeg_for_the_gpu_to_decode(tmp_path):
+    from alexnet_cli.errors import InputError
+
+    reader = PreparedDataset(make_dataset(tmp_path, classes=2, train_per_class=2, val_per_class=1, codec="raw")).split("train")
+    images = loader.StoredImages(reader, train=True, decode=False)
+    with pytest.raises(InputError, match="stores raw pixels, no JPEG to decode"):
+        images[loader.epoch_batches(np.arange(4), 4, 0, 0)[0]]
+
+
+def test_training_imports_without_simplejpeg_and_the_cpu_decoder_says_what_is_missing():
+    """A GPU machine may lack simplejpeg (no wheel carried): --decode gpu must still run, and
+    the CPU decoder must say what to install instead of failing at import."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    script = (
+        "import sys; sys.modules['simplejpeg'] = None\n"
+        "import numpy as np, alexnet_cli.train, alexnet_cli.data.gpu_decode\n"
+        "from alexnet_cli.data.imaging import load_256\n"
+        "from alexnet_cli.data.format.codec import decode_image\n"
+        "try:\n    decode_image(np.zeros(8, np.uint8), 'jpeg')\n"
+        "except Exception as e:\n    print(type(e).__name__, e)\n"
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("InputError simplejpeg is not installed: pip install simplejpeg"), done.stdout
+
+
+def test_training_with_gpu_decoding_ends_where_cpu_decoding_does(tmp_path, monkeypatch):
+    """`alexnet train --decode gpu` end to end, the CPU decoder standing in for nvJPEG: the
+    option reaches the loader, batches reach train_input and validation from the device
+    path, and the run ends with the CPU path's weights, bit for bit."""
+    from alexnet_cli.config import TrainConfig
+    from alexnet_cli.data import gpu_decode
+    from alexnet_cli.progress import TrainProgress
+    from alexnet_cli.train import train
+
+    data = make_dataset(tmp_path / "data", classes=2, train_per_class=4, val_per_class=2)
+    monkeypatch.setattr(gpu_decode, "nvjpeg", lambda device: _CpuJpegs())
+    summaries = {}
+    for decode in ("cpu", "gpu"):
+        config = TrainConfig(data=str(data), run_dir=str(tmp_path / decode), epochs=1, batch_size=4, workers=1,
+                             decode=decode, checkpoint_minutes=1e9)
+        summaries[decode] = train(config, TrainProgress(enabled=False))
+    assert summaries["gpu"]["last_epoch"]["val_loss"] == summaries["cpu"]["last_epoch"]["val_loss"]
+    cpu, gpu = (torch.load(tmp_path / d / "last.pt", weights_only=True)["model"] for d in ("cpu", "gpu"))
+    assert all(torch.equal(cpu[k], gpu[k]) for k in cpu)
+
+
+def test_a_batch_nvjpeg_cannot_decode_is_one_line_pointing_to_the_cpu_decoder(tiny):
+    from alexnet_cli.data.gpu_decode import GpuDecoder
+    from alexnet_cli.errors import InputError
+
+    def broken(jpegs):
+        raise RuntimeError("Failed to get image info: 3\nException raised from decode_images")
+
+    images = loader.StoredImages(tiny.split("train"), train=True, decode=False)
+    batches = loader.epoch_batches(np.arange(4), 4, 0, 0)
+    with pytest.raises(InputError) as e:
+        list(loader.batch_loader(images, batches, workers=1, take=GpuDecoder(torch.device("cpu"), broken)))
+    message = str(e.value)
+    assert len(message.splitlines()) == 1 and "Failed to get image info: 3" in message and "--decode cpu" in message

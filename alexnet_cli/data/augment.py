@@ -53,10 +53,74 @@ def draw(
     return ImageDraw(top, left, flip, alpha)
 
 
+@dataclass(frozen=True)
+class BatchDraws:
+    """`draw` for every image of a batch, as arrays."""
+
+    top: np.ndarray  # int64
+    left: np.ndarray  # int64
+    flip: np.ndarray  # bool
+    alpha: np.ndarray  # float64 [n, 3]
+
+
+def draws(
+    seed: int,
+    epoch: int,
+    indices: np.ndarray,
+    lighting_std: float = LIGHTING_STD,
+    size: int = IMAGE_SIZE,
+    crop: int = CROP,
+) -> BatchDraws:
+    """`draw(seed, epoch, i)` for every i of `indices`, value for value, from one
+    randomness.GeneratorBatch instead of a generator per image (3.4 against 15 us an image)."""
+    indices = np.asarray(indices, np.int64)
+    n, span = len(indices), size - crop + 1
+    keys = (seed, epoch)
+    if randomness.GeneratorBatch.fits(randomness.AUGMENT, keys, indices):
+        g = randomness.GeneratorBatch(randomness.AUGMENT, keys, indices)
+        first = g.next_uint64()  # integers(0, span, size=2): the low, then the high 32 bits
+        top, top_exact = _lemire(first & np.uint64(0xFFFFFFFF), span)
+        left, left_exact = _lemire(first >> np.uint64(32), span)
+        flip = g.next_uint64() < np.uint64(1 << 63)  # random() < 0.5: (u >> 11) * 2**-53 < 0.5
+        alpha = np.array([one.normal(0.0, lighting_std, size=3) for one in g.generators()]).reshape(n, 3)
+        numpy_itself = np.flatnonzero(~(top_exact & left_exact))
+    else:
+        top, left = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        flip, alpha = np.zeros(n, bool), np.zeros((n, 3))
+        numpy_itself = np.arange(n)
+    for k in numpy_itself:
+        d = draw(seed, epoch, int(indices[k]), lighting_std, size, crop)
+        top[k], left[k], flip[k], alpha[k] = d.top, d.left, d.flip, d.alpha
+    return BatchDraws(top, left, flip, alpha)
+
+
+def _lemire(u32: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy's bounded integers below `span` from 32-bit draws (Lemire's multiply-shift), and
+    whether each is final: a low word below `span` may start NumPy's rejection loop (odds
+    span / 2**32), which these arrays do not follow."""
+    m = u32 * np.uint64(span)
+    return (m >> np.uint64(32)).astype(np.int64), (m & np.uint64(0xFFFFFFFF)) >= span
+
+
 def crop_flip(image: torch.Tensor, top: int, left: int, flip: bool, crop: int = CROP) -> torch.Tensor:
     """An [H, W, 3] image's crop x crop patch at (top, left), mirrored left-right if `flip`."""
     patch = image[top : top + crop, left : left + crop]
     return patch.flip(1) if flip else patch
+
+
+def crop_flip_batch(
+    images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor, crop: int = CROP
+) -> torch.Tensor:
+    """`crop_flip` for a whole batch in one gather, where the images are decoded on the device
+    (data/gpu_decode.py): [N, 3, H, W] -> the NHWC patches [N, crop, crop, 3]."""
+    device = images.device
+    top, left, flip = top.to(device), left.to(device), flip.to(device)
+    k = torch.arange(crop, device=device)
+    rows = top[:, None] + k
+    cols = left[:, None] + torch.where(flip[:, None], crop - 1 - k, k)
+    n = torch.arange(len(images), device=device)[:, None, None]
+    # advanced indices around a slice: their broadcast shape [N, crop, crop] comes first
+    return images[n, :, rows[:, :, None], cols[:, None, :]]
 
 
 def pca_from_stats(eigenvalues, eigenvectors) -> dict[str, Any]:

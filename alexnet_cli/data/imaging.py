@@ -27,8 +27,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import simplejpeg
 from PIL import Image, ImageOps
+
+try:
+    import simplejpeg
+except ImportError:  # a GPU machine decoding with --decode gpu may lack it: Pillow, same pixels
+    simplejpeg = None
 
 try:
     import cykooz_resizer as _fir
@@ -117,7 +121,7 @@ def decode_rgb(im: Image.Image, data: bytes | None, size: int = IMAGE_SIZE) -> n
 
     `data`: the file's bytes when at hand, for the simplejpeg fast path."""
     scale = dct_scale(*im.size, size=size) if im.format == "JPEG" else 1
-    if data is not None and _is_plain_jpeg(im):
+    if data is not None and simplejpeg is not None and _is_plain_jpeg(im):
         w, h = im.size
         try:
             return simplejpeg.decode_jpeg(data, "RGB", min_height=-(-h // scale), min_width=-(-w // scale))

@@ -11,6 +11,7 @@ import torch
 
 from alexnet_cli.data import augment, loader
 from alexnet_cli.data.format.index import PreparedDataset
+from alexnet_cli.data.gpu_decode import GpuDecoder
 from alexnet_cli.data.imaging import IMAGE_SIZE
 from alexnet_cli.data.transforms import CROP, preprocess_from_stats
 from alexnet_cli.distributed import DistInfo
@@ -32,9 +33,12 @@ class PreparedInputs:
         workers: int,
         rank: DistInfo,
         device: torch.device,
+        decode: str = "cpu",
     ):
         if not data:
             raise no_dataset()
+        # --decode gpu: workers read the JPEGs, the device decodes them (refused without CUDA)
+        self.take = GpuDecoder(device) if decode == "gpu" else None
         dataset = PreparedDataset(data)
         if dataset.stats is None:
             raise InputError(f"{data}: has no training-set mean and PCA; prep it with its train split")
@@ -52,8 +56,11 @@ class PreparedInputs:
         for shard in train_split.shard_paths + val_split.shard_paths:
             if not shard.is_file():  # fail now, not in a loader worker an epoch later
                 raise InputError(f"{shard}: shard missing; restore it or rerun `alexnet prep`")
-        self.train_images = loader.StoredImages(train_split, train=True, seed=seed, lighting_std=lighting_std)
-        self.val_images = loader.StoredImages(val_split, train=False)
+        on_cpu = self.take is None
+        self.train_images = loader.StoredImages(
+            train_split, train=True, seed=seed, lighting_std=lighting_std, decode=on_cpu
+        )
+        self.val_images = loader.StoredImages(val_split, train=False, decode=on_cpu)
         self.train_indices = loader.subset(len(train_split), limit)
         if len(self.train_indices) == 0:
             raise InputError(f"{data}: the train split is empty; prep it with images")
@@ -72,13 +79,13 @@ class PreparedInputs:
             self.rank.world_size,
             start_step,
         )
-        return loader.batch_loader(self.train_images, batches, self.workers, self.pin)
+        return loader.batch_loader(self.train_images, batches, self.workers, self.pin, self.take)
 
     def val_batches(self) -> Iterable[dict[str, torch.Tensor]]:
         batches = loader.val_batches(
             len(self.val_images), self.batch_size, self.limit, self.rank.rank, self.rank.world_size
         )
-        return loader.batch_loader(self.val_images, batches, self.workers, self.pin)
+        return loader.batch_loader(self.val_images, batches, self.workers, self.pin, self.take)
 
 
 class SyntheticInputs:

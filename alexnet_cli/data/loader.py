@@ -8,21 +8,26 @@ exactly once per epoch. Each rank takes its contiguous share of every global bat
 image once (no DistributedSampler padding). Resuming at step k skips k batches of the same
 permutation without reading them.
 
-Reading. A DataLoader item is one local batch (a list of indices). Workers read each image
-as one contiguous slice of its shard, decode it (format.codec: HWC, into a reused buffer) and
-for training cut and reflect the uint8 patch into the batch (augment.crop_flip). Batches stay
-NHWC end to end: on the device `permute(0, 3, 1, 2)` makes them channels_last NCHW tensors
-without a transposing copy, and the float work (mean, lighting) happens there. Shards are
-opened lazily in each worker: the parent never opens them, so no HDF5 handle crosses a fork.
+Reading. A DataLoader item is one local batch (a list of indices). Workers draw the batch's
+augmentation at once (augment.draws), read each image as one contiguous slice of its shard,
+decode it (format.codec: HWC, into a reused buffer) and for training cut and reflect the uint8
+patch straight into the batch's shared-memory buffer (SharedBatches), which the main process
+copies out. Batches stay NHWC end to end: on the device `permute(0, 3, 1, 2)` makes them
+channels_last NCHW tensors without a transposing copy, and the float work (mean, lighting)
+happens there. Shards are opened lazily in each worker: the parent never opens them, so no
+HDF5 handle crosses a fork.
 """
 
 from __future__ import annotations
 
 import atexit
 import math
+import time
 import weakref
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +41,7 @@ from alexnet_cli.data.imaging import IMAGE_SIZE
 from alexnet_cli.data.transforms import CROP
 from alexnet_cli.distributed import shard_range
 from alexnet_cli.errors import AlexnetError
-from alexnet_cli.memory import release_free_heap
+from alexnet_cli.memory import keep_freed_memory, release_free_heap
 
 
 def subset(n: int, limit: int | None) -> np.ndarray:
@@ -105,43 +110,158 @@ class StoredImages(Dataset):
     image's patch and lighting drawn by augment.draw(seed, epoch, index). Otherwise:
     `{images [n, 256, 256, 3], labels, global_size}`, whole stored images (the device
     normalises and crops them: transforms.network_input).
+
+    decode=False: the batch holds each image's stored JPEG bytes (`encoded`, concatenated, and
+    `offsets`) instead of `images`, for the training GPU to decode (data/gpu_decode.py).
     """
 
-    def __init__(self, reader: SplitReader, train: bool, seed: int = 0, lighting_std: float = LIGHTING_STD):
+    def __init__(
+        self,
+        reader: SplitReader,
+        train: bool,
+        seed: int = 0,
+        lighting_std: float = LIGHTING_STD,
+        decode: bool = True,
+    ):
         self.reader, self.train, self.seed, self.lighting_std = reader, train, seed, lighting_std
+        self.decode = decode
         self._decoded: np.ndarray | None = None  # one image's decode buffer, reused (made per process)
 
     def __len__(self) -> int:
         return len(self.reader)
 
-    def __getitem__(self, batch: LocalBatch) -> dict[str, torch.Tensor]:
-        n = len(batch.indices)
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
         size = CROP if self.train else IMAGE_SIZE
-        images = torch.empty((n, size, size, 3), dtype=torch.uint8)
-        out = {
-            "images": images,
-            "labels": torch.from_numpy(self.reader.labels[batch.indices].astype(np.int64)),
+        return (size, size, 3)
+
+    def space_bytes(self, n: int) -> int:
+        """The bytes `fill` needs for n images: their pixels, or their stored bytes, which
+        SplitReader.read_encoded_into keeps within a whole image's pixels each."""
+        image = IMAGE_SIZE * IMAGE_SIZE * 3 if not self.decode else int(np.prod(self.image_shape))
+        return max(n, 1) * image
+
+    def __getitem__(self, batch: LocalBatch) -> dict[str, torch.Tensor]:
+        """The batch read in this process, into fresh memory."""
+        space = np.empty(self.space_bytes(len(batch.indices)), np.uint8)
+        return as_tensors(self.fill(batch, space), space, self.image_shape)
+
+    def fill(self, batch: LocalBatch, space: np.ndarray) -> dict[str, Any]:
+        """Read `batch` into the bytes `space`: the images, uint8 [n, *image_shape] (or their
+        stored bytes, concatenated, with decode=False); returns what else the batch holds, as
+        NumPy arrays."""
+        indices = batch.indices.tolist()
+        out: dict[str, Any] = {
+            "labels": self.reader.labels[batch.indices].astype(np.int64),
             "global_size": batch.global_size,
         }
+        if self.train:
+            d = augment.draws(self.seed, batch.epoch, batch.indices, self.lighting_std)
+            out.update(top=d.top, left=d.left, flip=d.flip, alpha=d.alpha.astype(np.float32))
+        if not self.decode:
+            out["offsets"] = self.reader.read_encoded_into(indices, space)
+            out["indices"] = batch.indices  # for the device decoder's errors
+            return out
+        images = space[: len(indices) * int(np.prod(self.image_shape))].reshape(-1, *self.image_shape)
         if not self.train:
-            for j, i in enumerate(batch.indices):
-                self.reader.image(int(i), out=images[j].numpy())
+            for j, i in enumerate(indices):
+                self.reader.image(i, out=images[j])
             return out
         if self._decoded is None:
             self._decoded = np.empty((IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-        decoded = torch.from_numpy(self._decoded)
-        draws = [augment.draw(self.seed, batch.epoch, int(i), self.lighting_std) for i in batch.indices]
-        for j, (i, d) in enumerate(zip(batch.indices, draws, strict=True)):
-            self.reader.image(int(i), out=self._decoded)
-            images[j] = augment.crop_flip(decoded, d.top, d.left, d.flip)
-        out["top"] = torch.tensor([d.top for d in draws], dtype=torch.int64)
-        out["left"] = torch.tensor([d.left for d in draws], dtype=torch.int64)
-        out["flip"] = torch.tensor([d.flip for d in draws], dtype=torch.bool)
-        out["alpha"] = torch.tensor([d.alpha for d in draws], dtype=torch.float32).reshape(n, 3)
+        decoded, whole = self._decoded, torch.from_numpy(self._decoded)
+        patches = torch.from_numpy(images)
+        draws = zip(indices, d.top.tolist(), d.left.tolist(), d.flip.tolist(), strict=True)
+        for j, (i, top, left, flip) in enumerate(draws):
+            self.reader.image(i, out=decoded)
+            if flip:  # torch reflects 3-byte pixels 9x faster than a NumPy negative-stride copy
+                patches[j].copy_(augment.crop_flip(whole, top, left, True))
+            else:  # and NumPy copies a plain patch 1.6x faster than torch
+                images[j] = decoded[top : top + CROP, left : left + CROP]
         return out
 
     def __getstate__(self):  # pickled into spawned workers: the buffer is made anew there
         return {**self.__dict__, "_decoded": None}
+
+
+def as_tensors(
+    batch: dict[str, Any], space: np.ndarray | torch.Tensor, image_shape: tuple[int, int, int]
+) -> dict[str, Any]:
+    """A batch from StoredImages.fill, with the bytes `space` it was read into, as tensors."""
+    out = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in batch.items()}
+    space = torch.as_tensor(space)
+    if "offsets" in out:
+        out["encoded"] = space[: int(out["offsets"][-1])]
+    else:
+        shape = (len(out["labels"]), *image_shape)
+        out["images"] = space[: math.prod(shape)].view(shape)
+    return out
+
+
+class SharedBatches:
+    """Batch buffers in shared memory that loader workers fill in place and the main process
+    copies out of, reused batch after batch.
+
+    A batch of 128 training patches is 19 MB. Made anew for every batch, as a DataLoader
+    worker's tensor is (and then copied into fresh shared memory to cross the process
+    boundary), its pages cost a fault each on both sides: 0.08-0.13 ms an image, a third of
+    its decode (docs/benchmarks.md, "The loader's GPU path"). Task `pos` of a loader writes
+    buffer `pos % count`, and only once the main process has released the task before it
+    there (`turn`): with `count` above the tasks a DataLoader keeps in flight, no worker ever
+    waits, and none can overwrite a batch still being read if that ever changes.
+    """
+
+    def __init__(self, count: int, nbytes: int):
+        self.count, self.nbytes = count, nbytes
+        self.buffers = torch.empty(0, dtype=torch.uint8).set_(_new_shared(count * nbytes))
+        self.turn = torch.empty(0, dtype=torch.int64).set_(_new_shared(8 * count))
+        self.turn.copy_(torch.arange(count))
+
+    def space(self, pos: int) -> np.ndarray:
+        """Task `pos`'s buffer (a worker's), once the batch it held before is released."""
+        k = pos % self.count
+        while int(self.turn[k]) != pos:
+            time.sleep(0.0005)
+        return self.buffers[k * self.nbytes : (k + 1) * self.nbytes].numpy()
+
+    def view(self, pos: int) -> torch.Tensor:
+        k = pos % self.count
+        return self.buffers[k * self.nbytes : (k + 1) * self.nbytes]
+
+    def release(self, pos: int) -> None:
+        self.turn[pos % self.count] = pos + self.count
+
+
+def _new_shared(nbytes: int) -> torch.UntypedStorage:
+    """Storage made in shared memory, not a tensor moved there (share_memory_ copies it): the
+    private API that DataLoader's own collate uses for the same purpose, so it lives as long
+    as DataLoader does; tests/test_loader.py fails if a torch release renames it."""
+    return torch.UntypedStorage._new_shared(nbytes)
+
+
+class _FillShared(Dataset):
+    """What a worker runs: each task's batch straight into its shared buffer."""
+
+    def __init__(self, images: StoredImages, shared: SharedBatches):
+        self.images, self.shared = images, shared
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, task: tuple[int, LocalBatch]) -> dict[str, Any]:
+        pos, batch = task
+        return self.images.fill(batch, self.shared.space(pos))
+
+
+def _start_worker(worker_id: int) -> None:
+    preemption.ignore_in_worker(worker_id)
+    # A reflected patch is a fresh 150 KB tensor: glibc would return it to the OS on free and
+    # page-fault it in again for the next one (4x the reflection's own cost).
+    keep_freed_memory()
+
+
+def _as_is(item: Any) -> Any:  # a worker's NumPy arrays cross in the pickle, not as shared tensors
+    return item
 
 
 # Iterators whose workers are running. Workers ignore SIGTERM, which is how multiprocessing's
@@ -157,30 +277,54 @@ def _stop_running_workers() -> None:
         stop_workers(iterator)
 
 
+PREFETCH = 4  # batches in flight per worker
+
+
 def batch_loader(
-    images: StoredImages, batches: list[LocalBatch], workers: int, pin_memory: bool = False
-) -> Generator[dict[str, torch.Tensor], None, None]:
-    """Iterate `batches` in order, `workers` processes decoding ahead of the training step.
-    A consumer that may stop early closes it (contextlib.closing) to stop the workers at once."""
+    images: StoredImages,
+    batches: list[LocalBatch],
+    workers: int,
+    pin_memory: bool = False,
+    take: Callable[[dict[str, Any], torch.Tensor], dict[str, Any]] | None = None,
+) -> Generator[dict[str, Any], None, None]:
+    """Iterate `batches` in order, `workers` processes reading ahead of the training step.
+    A consumer that may stop early closes it (contextlib.closing) to stop the workers at once.
+
+    Each batch's bytes are copied out of the workers' shared buffer into fresh memory (pinned
+    with `pin_memory`, for a fast copy to the GPU), unless `take` makes the batch from them
+    (StoredImages.fill's arrays and the bytes, valid only during the call): GPU decoding
+    uploads the stored JPEGs straight from there."""
+    if not workers:
+        for batch in batches:
+            size = images.space_bytes(len(batch.indices))
+            space = torch.empty(size, dtype=torch.uint8, pin_memory=pin_memory)
+            filled = images.fill(batch, space.numpy())
+            yield take(filled, space) if take else as_tensors(filled, space, images.image_shape)
+        return
+    take = take or partial(_copied, image_shape=images.image_shape, pin_memory=pin_memory)
+    largest = max((len(b.indices) for b in batches), default=0)
+    shared = SharedBatches(min(PREFETCH * workers + 1, max(len(batches), 1)), images.space_bytes(largest))
     data = DataLoader(
-        images,
-        sampler=batches,
+        _FillShared(images, shared),
+        sampler=list(enumerate(batches)),
         batch_size=None,  # each item already is a batch
+        collate_fn=_as_is,
         num_workers=workers,
-        pin_memory=pin_memory,
-        worker_init_fn=preemption.ignore_in_worker if workers else None,
-        prefetch_factor=4 if workers else None,
+        worker_init_fn=_start_worker,
+        prefetch_factor=PREFETCH,
         persistent_workers=False,
     )
-    if workers:
-        release_free_heap()
-        with preemption.blocked_while_forking():
-            batches_in_order = iter(data)  # forks the workers
-        _running.add(batches_in_order)
-    else:
-        batches_in_order = iter(data)
+    release_free_heap()
+    with preemption.blocked_while_forking():
+        batches_in_order = iter(data)  # forks the workers
+    _running.add(batches_in_order)
     try:
-        yield from batches_in_order
+        for pos, batch in enumerate(batches_in_order):
+            try:
+                out = take(batch, shared.view(pos))
+            finally:
+                shared.release(pos)
+            yield out
     except AlexnetError as e:
         raise type(e)(original_message(e)) from None
     finally:
@@ -189,6 +333,18 @@ def batch_loader(
         # exit handler, whose SIGTERM these workers ignore, so the process would never exit.
         stop_workers(batches_in_order)
         del batches_in_order
+
+
+def _copied(
+    batch: dict[str, Any], space: torch.Tensor, image_shape: tuple[int, int, int], pin_memory: bool
+) -> dict[str, Any]:
+    """The batch in memory of its own (pinned for the GPU), out of a shared buffer."""
+    out = as_tensors(batch, space, image_shape)
+    key = "images" if "images" in out else "encoded"
+    own = torch.empty(out[key].shape, dtype=torch.uint8, pin_memory=pin_memory)
+    own.copy_(out[key])
+    out[key] = own
+    return out
 
 
 def stop_workers(iterator: object) -> None:

@@ -8,10 +8,15 @@ written straight into a caller's buffer (no allocation per image).
 from __future__ import annotations
 
 import numpy as np
-import simplejpeg
 
 from alexnet_cli.config import JPEG_QUALITY
 from alexnet_cli.data.imaging import IMAGE_SIZE
+from alexnet_cli.errors import InputError
+
+try:
+    import simplejpeg
+except ImportError:  # training with --decode gpu needs no CPU decoder (a GPU machine may lack it)
+    simplejpeg = None
 
 CODECS = ("jpeg", "raw")
 JPEG_SUBSAMPLING = "444"  # 4:4:4: see config.JPEG_QUALITY
@@ -22,7 +27,7 @@ def encode_image(pixels: np.ndarray, codec: str, quality: int = JPEG_QUALITY) ->
     if codec == "raw":
         return np.ascontiguousarray(pixels, dtype=np.uint8).reshape(-1)
     if codec == "jpeg":
-        data = simplejpeg.encode_jpeg(
+        data = _simplejpeg().encode_jpeg(
             np.ascontiguousarray(pixels), quality=quality, colorspace="RGB", colorsubsampling=JPEG_SUBSAMPLING
         )
         return np.frombuffer(data, np.uint8)
@@ -38,5 +43,11 @@ def decode_image(data: np.ndarray, codec: str, out: np.ndarray | None = None) ->
         out[...] = pixels
         return out
     if codec == "jpeg":
-        return simplejpeg.decode_jpeg(data, "RGB", buffer=out)
+        return (simplejpeg or _simplejpeg()).decode_jpeg(data, "RGB", buffer=out)
     raise ValueError(f"unknown codec {codec!r}")
+
+
+def _simplejpeg():
+    if simplejpeg is None:
+        raise InputError("simplejpeg is not installed: pip install simplejpeg (or train with --decode gpu)")
+    return simplejpeg
