@@ -10,10 +10,10 @@ interleaved so that a noisy machine slows both alike. The last line prints the r
 
     python benchmarks/bench_loader.py [--workers 2] [--batch-size 128] [--rounds 3]
 
---device-mode: the path that feeds a GPU instead, against the decode bound. Workers read,
-decode, cut and reflect the uint8 patches; the main process only takes each batch out of the
-workers' shared memory (into pinned memory and on to the GPU when there is one; the float
-work is the device's). In the same rounds: decoding alone, one process, the fastest decoder
+--device-mode: the path that feeds a GPU instead, against the decode bound. Workers read and
+decode whole images; the main process only takes each batch out of the workers' shared memory
+(on to the GPU when there is one, which cuts and reflects the patches and does the float
+work: loader.CropOnDevice). In the same rounds: decoding alone, one process, the fastest decoder
 installed (the bound a worker core could reach), then the loader with 1 and with 2 workers.
 The last line: `device-mode: X img/s per worker core = Y% of decode bound; 1->2 workers Z x`.
 
@@ -158,15 +158,16 @@ def decode_bound(index: Path) -> tuple[Measure, str]:
 
 
 def device_mode(index: Path, workers: int, batch_size: int, epoch: int, passes: int) -> Measure:
-    """The loader as it feeds a GPU: no float work in the main process; with CUDA, batches go
-    to pinned memory and on to the device, as `alexnet train` sends them."""
+    """The loader as it feeds a GPU (`alexnet train` on CUDA with CPU decoding): workers decode
+    whole images, no float work in the main process; with CUDA the batch goes to the device,
+    which cuts the patches (loader.CropOnDevice). Without a GPU each whole batch is copied out of
+    the workers' shared memory instead (the main process's part of the copy to a GPU)."""
     cuda = torch.cuda.is_available()
-    images = loader.StoredImages(PreparedDataset(index).split("train"), train=True, seed=0)
+    images = loader.StoredImages(PreparedDataset(index).split("train"), train=True, seed=0, crop=False)
     batches = loader.epoch_batches(np.tile(np.arange(len(images)), passes), batch_size, seed=0, epoch=epoch)
+    take = loader.CropOnDevice(torch.device("cuda")) if cuda else None
     with measured() as m:
-        for batch in loader.batch_loader(images, batches, workers, pin_memory=cuda):
-            if cuda:
-                batch["images"].to("cuda", non_blocking=True)
+        for batch in loader.batch_loader(images, batches, workers, take=take):
             m.images += batch["images"].shape[0]
         if cuda:
             torch.cuda.synchronize()

@@ -68,7 +68,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=2, help="runs of each benchmark per revision, alternating")
     p.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated benchmarks")
     a = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    # Beside this checkout, so that both trees find ../shared/data the same way.
+    with tempfile.TemporaryDirectory(dir=ROOT.parent, prefix=".compare-") as tmp:
         trees = {a.rev: extract(a.rev, Path(tmp)), "this checkout": ROOT}
         for name in a.only.split(","):
             args, numbers = BENCHMARKS[name]

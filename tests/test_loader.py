@@ -329,3 +329,17 @@ def test_a_batch_nvjpeg_cannot_decode_is_one_line_pointing_to_the_cpu_decoder(ti
         list(loader.batch_loader(images, batches, workers=1, take=GpuDecoder(torch.device("cpu"), broken)))
     message = str(e.value)
     assert len(message.splitlines()) == 1 and "Failed to get image info: 3" in message and "--decode cpu" in message
+
+
+def test_patches_cut_on_the_device_are_the_workers_patches(tiny):
+    """A GPU fed by CPU decoding gets whole images and cuts them itself (CropOnDevice); the
+    batches equal those of workers cutting the patches (here the 'device' is the CPU)."""
+    reader = tiny.split("train")
+    batches = loader.epoch_batches(np.arange(len(reader)), 4, seed=3, epoch=2)
+    cut_by_workers = _collect(loader.StoredImages(reader, train=True, seed=3), batches, workers=1)
+    whole = loader.StoredImages(reader, train=True, seed=3, crop=False)
+    cut_on_device = list(loader.batch_loader(whole, batches, 1, take=loader.CropOnDevice(torch.device("cpu"))))
+    for a, b in zip(cut_by_workers, cut_on_device, strict=True):
+        assert a["images"].shape == b["images"].shape == (len(a["labels"]), 224, 224, 3)
+        assert torch.equal(a["images"], b["images"]) and torch.equal(a["alpha"], b["alpha"])
+        assert torch.equal(a["labels"], b["labels"])

@@ -39,6 +39,9 @@ class PreparedInputs:
             raise no_dataset()
         # --decode gpu: workers read the JPEGs, the device decodes them (refused without CUDA)
         self.take = GpuDecoder(device) if decode == "gpu" else None
+        # A GPU fed by CPU decoding cuts the patches itself: the workers only read and decode.
+        crop_on_device = device.type == "cuda" and decode != "gpu"
+        self.train_take = loader.CropOnDevice(device) if crop_on_device else self.take
         dataset = PreparedDataset(data)
         if dataset.stats is None:
             raise InputError(f"{data}: has no training-set mean and PCA; prep it with its train split")
@@ -58,7 +61,12 @@ class PreparedInputs:
                 raise InputError(f"{shard}: shard missing; restore it or rerun `alexnet prep`")
         on_cpu = self.take is None
         self.train_images = loader.StoredImages(
-            train_split, train=True, seed=seed, lighting_std=lighting_std, decode=on_cpu
+            train_split,
+            train=True,
+            seed=seed,
+            lighting_std=lighting_std,
+            decode=on_cpu,
+            crop=not crop_on_device,
         )
         self.val_images = loader.StoredImages(val_split, train=False, decode=on_cpu)
         self.train_indices = loader.subset(len(train_split), limit)
@@ -79,7 +87,7 @@ class PreparedInputs:
             self.rank.world_size,
             start_step,
         )
-        return loader.batch_loader(self.train_images, batches, self.workers, self.pin, self.take)
+        return loader.batch_loader(self.train_images, batches, self.workers, self.pin, self.train_take)
 
     def val_batches(self) -> Iterable[dict[str, torch.Tensor]]:
         batches = loader.val_batches(

@@ -38,7 +38,7 @@ from alexnet_cli.config import LIGHTING_STD
 from alexnet_cli.data import augment
 from alexnet_cli.data.format.reader import SplitReader
 from alexnet_cli.data.imaging import IMAGE_SIZE
-from alexnet_cli.data.transforms import CROP
+from alexnet_cli.data.transforms import CROP, channels_last_view
 from alexnet_cli.distributed import shard_range
 from alexnet_cli.errors import AlexnetError
 from alexnet_cli.memory import keep_freed_memory, release_free_heap
@@ -113,6 +113,8 @@ class StoredImages(Dataset):
 
     decode=False: the batch holds each image's stored JPEG bytes (`encoded`, concatenated, and
     `offsets`) instead of `images`, for the training GPU to decode (data/gpu_decode.py).
+    crop=False (training): whole decoded images with the draws, for the training GPU to cut
+    and reflect (CropOnDevice): a worker then does nothing but read and decode.
     """
 
     def __init__(
@@ -122,9 +124,10 @@ class StoredImages(Dataset):
         seed: int = 0,
         lighting_std: float = LIGHTING_STD,
         decode: bool = True,
+        crop: bool = True,
     ):
         self.reader, self.train, self.seed, self.lighting_std = reader, train, seed, lighting_std
-        self.decode = decode
+        self.decode, self.crop = decode, crop
         self._decoded: np.ndarray | None = None  # one image's decode buffer, reused (made per process)
 
     def __len__(self) -> int:
@@ -132,7 +135,7 @@ class StoredImages(Dataset):
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        size = CROP if self.train else IMAGE_SIZE
+        size = CROP if self.train and self.crop else IMAGE_SIZE
         return (size, size, 3)
 
     def space_bytes(self, n: int) -> int:
@@ -163,7 +166,7 @@ class StoredImages(Dataset):
             out["indices"] = batch.indices  # for the device decoder's errors
             return out
         images = space[: len(indices) * int(np.prod(self.image_shape))].reshape(-1, *self.image_shape)
-        if not self.train:
+        if not self.train or not self.crop:
             for j, i in enumerate(indices):
                 self.reader.image(i, out=images[j])
             return out
@@ -345,6 +348,24 @@ def _copied(
     own.copy_(out[key])
     out[key] = own
     return out
+
+
+class CropOnDevice:
+    """A batch_loader `take` for a GPU fed by CPU decoding: the workers decode whole images
+    (StoredImages(crop=False)), the batch goes to the device as it is and the device cuts and
+    reflects the patches (augment.crop_flip_batch), so no worker core spends time copying
+    patches; 1.3x the bytes cross to the GPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __call__(self, batch: dict[str, Any], space: torch.Tensor) -> dict[str, Any]:
+        out = as_tensors(batch, space, (IMAGE_SIZE, IMAGE_SIZE, 3))
+        whole = out["images"].to(self.device, non_blocking=False)  # out of the shared buffer before its reuse
+        out["images"] = augment.crop_flip_batch(
+            channels_last_view(whole), out["top"], out["left"], out["flip"]
+        )
+        return out
 
 
 def stop_workers(iterator: object) -> None:
