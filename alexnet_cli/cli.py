@@ -11,6 +11,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -144,178 +145,195 @@ def inspect(
         )
 
 
-@app.command()
-def train(
-    data: str | None = typer.Option(
-        T.data,
-        "--data",
-        envvar="ALEXNET_DATA",
-        show_envvar=True,
-        help="The OUT.h5 written by `alexnet prep`.",
+# `alexnet train`'s options; each default is TrainConfig's (the paper's value).
+_Data = Annotated[
+    str | None,
+    typer.Option(
+        "--data", envvar="ALEXNET_DATA", show_envvar=True, help="The OUT.h5 written by `alexnet prep`."
     ),
-    run_dir: str = typer.Option(
-        T.run_dir, "--run-dir", help="Holds last.pt, best.pt, metrics.csv and curves.png."
-    ),
-    epochs: int = typer.Option(T.epochs, help="Passes over the training set (section 5: roughly 90)."),
-    batch_size: int = typer.Option(
-        T.batch_size, "--batch-size", help="Global batch size, over all processes (section 5: 128)."
-    ),
-    lr: float = typer.Option(T.lr, "--lr", help="Initial learning rate (section 5: 0.01)."),
-    momentum: float = typer.Option(T.momentum, help="SGD momentum (section 5: 0.9)."),
-    momentum_form: str = typer.Option(
-        T.momentum_form,
+]
+_RunDir = Annotated[
+    str, typer.Option("--run-dir", help="Holds last.pt, best.pt, metrics.csv and curves.png.")
+]
+_Epochs = Annotated[int, typer.Option(help="Passes over the training set (section 5: roughly 90).")]
+_BatchSize = Annotated[
+    int, typer.Option("--batch-size", help="Global batch size, over all processes (section 5: 128).")
+]
+_Lr = Annotated[float, typer.Option("--lr", help="Initial learning rate (section 5: 0.01).")]
+_Momentum = Annotated[float, typer.Option(help="SGD momentum (section 5: 0.9).")]
+_MomentumForm = Annotated[
+    str,
+    typer.Option(
         "--momentum-form",
         help="'paper': the learning rate inside the velocity (section 5, Caffe); 'torch': torch's SGD.",
     ),
-    weight_decay: float = typer.Option(
-        T.weight_decay, "--weight-decay", help="Weight decay (section 5: 0.0005)."
-    ),
-    bias_decay: bool = typer.Option(
-        T.bias_decay,
-        "--bias-decay/--no-bias-decay",
-        help="Also decay the biases (cuda-convnet2 and Caffe: no).",
-    ),
-    schedule: str = typer.Option(
-        T.schedule,
+]
+_WeightDecay = Annotated[float, typer.Option("--weight-decay", help="Weight decay (section 5: 0.0005).")]
+_BiasDecay = Annotated[
+    bool,
+    typer.Option("--bias-decay/--no-bias-decay", help="Also decay the biases (cuda-convnet2 and Caffe: no)."),
+]
+_Schedule = Annotated[
+    str,
+    typer.Option(
         help="'plateau': lr / 10 when val top-1 stops improving (the paper); "
-        "'step': / 10 every --step-epochs.",
+        "'step': / 10 every --step-epochs."
     ),
-    lr_drops: int = typer.Option(
-        T.lr_drops, "--lr-drops", help="At most this many lr drops with 'plateau' (section 5: three)."
+]
+_LrDrops = Annotated[
+    int, typer.Option("--lr-drops", help="At most this many lr drops with 'plateau' (section 5: three).")
+]
+_Patience = Annotated[int, typer.Option(help="'plateau': epochs without a better val top-1 before a drop.")]
+_StepEpochs = Annotated[int, typer.Option("--step-epochs", help="'step': epochs between drops.")]
+_Lighting = Annotated[
+    float,
+    typer.Option(
+        "--lighting", help="Std of the PCA lighting coefficients (section 4.1: 0.1; 0 turns it off)."
     ),
-    patience: int = typer.Option(
-        T.patience, help="'plateau': epochs without a better val top-1 before a drop."
-    ),
-    step_epochs: int = typer.Option(T.step_epochs, "--step-epochs", help="'step': epochs between drops."),
-    lighting: float = typer.Option(
-        T.lighting_std,
-        "--lighting",
-        help="Std of the PCA lighting coefficients (section 4.1: 0.1; 0 turns it off).",
-    ),
-    arch: str = typer.Option(T.arch, help="'paper' (two towers) or 'torchvision'."),
-    lighting_units: str = typer.Option(
-        T.lighting_units,
+]
+_Arch = Annotated[str, typer.Option(help="'paper' (two towers) or 'torchvision'.")]
+_LightingUnits = Annotated[
+    str,
+    typer.Option(
         "--lighting-units",
         help="'eigenvalue': alpha_i lambda_i (the paper's words); 'stddev': sqrt(lambda_i) (cuda-convnet2).",
     ),
-    dropout: float = typer.Option(T.dropout, help="Dropout on fc6 and fc7 outputs (section 4.2: 0.5)."),
-    dropout_form: str = typer.Option(
-        T.dropout_form,
+]
+_Dropout = Annotated[float, typer.Option(help="Dropout on fc6 and fc7 outputs (section 4.2: 0.5).")]
+_DropoutForm = Annotated[
+    str,
+    typer.Option(
         "--dropout-form",
         help="'paper': no rescale in training, x(1-p) at test (section 4.2); 'inverted': torch's nn.Dropout.",
     ),
-    bias_init: float = typer.Option(
-        T.bias_init, "--bias-init", help="Bias of conv2/4/5 and fc6/7 (section 5: 1; Caffe uses 0.1)."
-    ),
-    gpus: int | None = typer.Option(T.gpus, help=GPUS_HELP),
-    devices: str | None = typer.Option(
-        None, help="Explicit placement, e.g. cpu,cpu (the split on the CPU) or cuda:0,cuda:0."
-    ),
-    workers: int = typer.Option(T.workers, help="Loader worker processes (per training process)."),
-    decode: str = typer.Option(
-        T.decode,
+]
+_BiasInit = Annotated[
+    float, typer.Option("--bias-init", help="Bias of conv2/4/5 and fc6/7 (section 5: 1; Caffe uses 0.1).")
+]
+_Gpus = Annotated[int | None, typer.Option(help=GPUS_HELP)]
+_Devices = Annotated[
+    str | None, typer.Option(help="Explicit placement, e.g. cpu,cpu (the split on the CPU) or cuda:0,cuda:0.")
+]
+_Workers = Annotated[int, typer.Option(help="Loader worker processes (per training process).")]
+_Decode = Annotated[
+    str,
+    typer.Option(
         "--decode",
         help="'cpu': loader workers decode the JPEGs; 'gpu': the training GPU does (nvJPEG), "
         "for few CPU cores per GPU.",
     ),
-    amp: bool = typer.Option(
-        T.amp,
-        "--amp",
-        help="bfloat16 autocast (on GPU; on the CPU it works but is only fast with native bf16).",
+]
+_Amp = Annotated[
+    bool,
+    typer.Option(
+        "--amp", help="bfloat16 autocast (on GPU; on the CPU it works but is only fast with native bf16)."
     ),
-    channels_last: bool = typer.Option(T.channels_last, "--channels-last", help="NHWC memory layout."),
-    compile_: bool = typer.Option(T.compile, "--compile", help="torch.compile the network."),
-    seed: int = typer.Option(T.seed, help="Seeds initial weights, order, augmentation and dropout."),
-    resume: str | None = typer.Option(
-        T.resume,
+]
+_ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="NHWC memory layout.")]
+_Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the network.")]
+_Seed = Annotated[int, typer.Option(help="Seeds initial weights, order, augmentation and dropout.")]
+_Resume = Annotated[
+    str | None,
+    typer.Option(
         "--resume",
         help="'last': continue --run-dir from last.pt; 'auto': continue if it has one, else start.",
     ),
-    force: bool = typer.Option(
-        T.force, "--force", help="Start over in a --run-dir that holds a run (deletes its checkpoints)."
-    ),
-    max_steps: int | None = typer.Option(
-        T.max_steps, "--max-steps", help="Stop after this many optimizer steps in all (writes last.pt)."
-    ),
-    limit: int | None = typer.Option(
-        T.limit, help="Use at most this many images of each split (spread over the classes)."
-    ),
-    synthetic: bool = typer.Option(
-        T.synthetic, "--synthetic", help="Train on generated batches (no data): model throughput."
-    ),
-    num_classes: int = typer.Option(T.num_classes, "--num-classes", help="Classes for --synthetic."),
-    checkpoint_every: int | None = typer.Option(
-        T.checkpoint_every, "--checkpoint-every", help="Also write last.pt every N steps."
-    ),
-    checkpoint_minutes: float = typer.Option(
-        T.checkpoint_minutes, "--checkpoint-minutes", help="Also write last.pt when this many minutes passed."
-    ),
-    log_every: int = typer.Option(
-        T.log_every, "--log-every", help="Without a terminal: one progress line per N steps."
-    ),
-    tensorboard: bool = typer.Option(
-        T.tensorboard, "--tensorboard", help="Also log to RUN_DIR/tensorboard (needs tensorboard)."
-    ),
-    init_from: str | None = typer.Option(
-        T.init_from,
+]
+_Force = Annotated[
+    bool,
+    typer.Option("--force", help="Start over in a --run-dir that holds a run (deletes its checkpoints)."),
+]
+_MaxSteps = Annotated[
+    int | None,
+    typer.Option("--max-steps", help="Stop after this many optimizer steps in all (writes last.pt)."),
+]
+_Limit = Annotated[
+    int | None, typer.Option(help="Use at most this many images of each split (spread over the classes).")
+]
+_Synthetic = Annotated[
+    bool, typer.Option("--synthetic", help="Train on generated batches (no data): model throughput.")
+]
+_NumClasses = Annotated[int, typer.Option("--num-classes", help="Classes for --synthetic.")]
+_CheckpointEvery = Annotated[
+    int | None, typer.Option("--checkpoint-every", help="Also write last.pt every N steps.")
+]
+_CheckpointMinutes = Annotated[
+    float, typer.Option("--checkpoint-minutes", help="Also write last.pt when this many minutes passed.")
+]
+_LogEvery = Annotated[
+    int, typer.Option("--log-every", help="Without a terminal: one progress line per N steps.")
+]
+_Tensorboard = Annotated[
+    bool, typer.Option("--tensorboard", help="Also log to RUN_DIR/tensorboard (needs tensorboard).")
+]
+_InitFrom = Annotated[
+    str | None,
+    typer.Option(
         "--init-from",
         help="Fine-tune: start from this checkpoint's weights and preprocessing (or a .safetensors, or "
         "'torchvision'); fc8 is re-initialised when the classes differ.",
     ),
-    freeze: str | None = typer.Option(
-        T.freeze, help="Keep the weights fixed up to 'features' (conv1-conv5), 'fc6' or 'fc7'."
-    ),
-    as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON object (the run's summary) on stdout."
-    ),
+]
+_Freeze = Annotated[
+    str | None, typer.Option(help="Keep the weights fixed up to 'features' (conv1-conv5), 'fc6' or 'fc7'.")
+]
+_AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object (the run's summary) on stdout.")]
+
+
+@app.command()
+def train(
+    data: _Data = T.data,
+    run_dir: _RunDir = T.run_dir,
+    epochs: _Epochs = T.epochs,
+    batch_size: _BatchSize = T.batch_size,
+    lr: _Lr = T.lr,
+    momentum: _Momentum = T.momentum,
+    momentum_form: _MomentumForm = T.momentum_form,
+    weight_decay: _WeightDecay = T.weight_decay,
+    bias_decay: _BiasDecay = T.bias_decay,
+    schedule: _Schedule = T.schedule,
+    lr_drops: _LrDrops = T.lr_drops,
+    patience: _Patience = T.patience,
+    step_epochs: _StepEpochs = T.step_epochs,
+    lighting: _Lighting = T.lighting_std,
+    arch: _Arch = T.arch,
+    lighting_units: _LightingUnits = T.lighting_units,
+    dropout: _Dropout = T.dropout,
+    dropout_form: _DropoutForm = T.dropout_form,
+    bias_init: _BiasInit = T.bias_init,
+    gpus: _Gpus = T.gpus,
+    devices: _Devices = None,
+    workers: _Workers = T.workers,
+    decode: _Decode = T.decode,
+    amp: _Amp = T.amp,
+    channels_last: _ChannelsLast = T.channels_last,
+    compile_: _Compile = T.compile,
+    seed: _Seed = T.seed,
+    resume: _Resume = T.resume,
+    force: _Force = T.force,
+    max_steps: _MaxSteps = T.max_steps,
+    limit: _Limit = T.limit,
+    synthetic: _Synthetic = T.synthetic,
+    num_classes: _NumClasses = T.num_classes,
+    checkpoint_every: _CheckpointEvery = T.checkpoint_every,
+    checkpoint_minutes: _CheckpointMinutes = T.checkpoint_minutes,
+    log_every: _LogEvery = T.log_every,
+    tensorboard: _Tensorboard = T.tensorboard,
+    init_from: _InitFrom = T.init_from,
+    freeze: _Freeze = T.freeze,
+    as_json: _AsJson = False,
 ) -> None:
     """Train the network with the paper's recipe (SGD, augmentation, dropout).
 
     Exits 75 after SIGTERM/SIGUSR1 with last.pt written: rerun with --resume auto.
     """
+    # Every parameter but --json is the TrainConfig field of its name (--lighting: lighting_std).
+    options = {k: v for k, v in locals().items() if k != "as_json"}
     from alexnet_cli.train import train as run_training
 
-    cfg = TrainConfig(
-        data=data,
-        run_dir=run_dir,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        momentum=momentum,
-        momentum_form=momentum_form,
-        weight_decay=weight_decay,
-        bias_decay=bias_decay,
-        schedule=schedule,
-        lr_drops=lr_drops,
-        patience=patience,
-        step_epochs=step_epochs,
-        lighting_std=lighting,
-        lighting_units=lighting_units,
-        arch=arch,
-        dropout=dropout,
-        dropout_form=dropout_form,
-        bias_init=bias_init,
-        gpus=gpus,
-        devices=tuple(devices.split(",")) if devices else None,
-        workers=workers,
-        decode=decode,
-        amp=amp,
-        channels_last=channels_last,
-        compile=compile_,
-        seed=seed,
-        resume=resume,
-        force=force,
-        max_steps=max_steps,
-        limit=limit,
-        synthetic=synthetic,
-        num_classes=num_classes,
-        checkpoint_every=checkpoint_every,
-        checkpoint_minutes=checkpoint_minutes,
-        log_every=log_every,
-        tensorboard=tensorboard,
-        init_from=init_from,
-        freeze=freeze,
-    )
+    options["devices"] = tuple(devices.split(",")) if devices else None
+    options["lighting_std"], options["compile"] = options.pop("lighting"), options.pop("compile_")
+    cfg = TrainConfig(**options)
     summary = run_training(cfg)
     if summary is not None:  # None: not rank 0 of a torchrun job
         print(json.dumps(summary)) if as_json else render.train(summary)

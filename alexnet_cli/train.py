@@ -45,7 +45,7 @@ from alexnet_cli.checkpoint import (
 from alexnet_cli.config import DROPOUT_FORMS, LEGACY_RECIPE, LIGHTING_UNITS, MOMENTUM_FORMS, TrainConfig
 from alexnet_cli.data import augment
 from alexnet_cli.data.gpu_decode import DECODES
-from alexnet_cli.data.inputs import PreparedInputs, SyntheticInputs
+from alexnet_cli.data.inputs import PreparedInputs, SyntheticInputs, training_inputs
 from alexnet_cli.data.transforms import network_input
 from alexnet_cli.devices import Placement, placement
 from alexnet_cli.errors import AlexnetError, InputError, Preempted
@@ -244,50 +244,15 @@ def set_up(
         check_resumable(ckpt, cfg, resume_from)
     distributed.barrier()
 
-    # Data
-    if cfg.synthetic:
-        data = SyntheticInputs(
-            cfg.batch_size, cfg.num_classes, cfg.seed, cfg.lighting_std, cfg.limit, device, rank.world_size
-        )
-    else:
-        data = PreparedInputs(
-            cfg.data,
-            cfg.batch_size,
-            cfg.seed,
-            cfg.lighting_std,
-            cfg.limit,
-            cfg.workers,
-            rank,
-            device,
-            cfg.decode,
-        )
+    data = training_inputs(cfg, rank, device)
     if ckpt is not None and [tuple(c) for c in ckpt["classes"]] != data.classes:
         raise InputError(
             f"{resume_from}: trained on other classes than {cfg.data}; resume with the same dataset"
         )
 
-    # Model (the tower split when placed on two devices), optimizer, schedule
-    model_config = ModelConfig(
-        cfg.arch, len(data.classes), cfg.dropout, cfg.dropout_form, cfg.weight_std, cfg.bias_init
-    )
-    torch.manual_seed(randomness.torch_seed(randomness.INIT, cfg.seed))  # the same weights on every rank
-    model = build_model(model_config, place.towers) if place.towers else build_model(model_config).to(device)
-    if cfg.init_from is not None or cfg.freeze is not None:
-        data.preprocess = finetune.prepare(
-            model, data.classes, data.preprocess, cfg.init_from, cfg.freeze, ckpt, progress.message
-        )
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model_config, model, net = build_network(cfg, place, rank, data, ckpt, progress)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer)
-    net = model
-    if rank.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        one_gpu = device.type == "cuda" and place.towers is None
-        net = DistributedDataParallel(model, device_ids=[device] if one_gpu else None)
-    if cfg.compile:
-        net = torch.compile(net)
 
     state = RunState()
     if ckpt is not None:
@@ -324,6 +289,42 @@ def set_up(
         started=started,
         last_save=started,
     )
+
+
+def build_network(
+    cfg: TrainConfig,
+    place: Placement,
+    rank: distributed.DistInfo,
+    data: PreparedInputs | SyntheticInputs,
+    ckpt: dict[str, Any] | None,
+    progress: TrainProgress,
+) -> tuple[ModelConfig, torch.nn.Module, torch.nn.Module]:
+    """The network (the tower split when placed on two devices), initialised alike on every
+    rank (section 5), or from --init-from; and what the step calls: it in DDP and/or compiled."""
+    model_config = ModelConfig(
+        cfg.arch, len(data.classes), cfg.dropout, cfg.dropout_form, cfg.weight_std, cfg.bias_init
+    )
+    torch.manual_seed(randomness.torch_seed(randomness.INIT, cfg.seed))  # the same weights on every rank
+    model = (
+        build_model(model_config, place.towers)
+        if place.towers
+        else build_model(model_config).to(place.device)
+    )
+    if cfg.init_from is not None or cfg.freeze is not None:
+        data.preprocess = finetune.prepare(
+            model, data.classes, data.preprocess, cfg.init_from, cfg.freeze, ckpt, progress.message
+        )
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    net = model
+    if rank.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        one_gpu = place.device.type == "cuda" and place.towers is None
+        net = DistributedDataParallel(model, device_ids=[place.device] if one_gpu else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    return model_config, model, net
 
 
 def train_one_epoch(run: Run, epoch: int) -> EpochTime | None:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alexnet_cli.config import TrainConfig
 from alexnet_cli.data import augment, loader
 from alexnet_cli.data.format.index import PreparedDataset
 from alexnet_cli.data.gpu_decode import GpuDecoder
@@ -137,3 +138,16 @@ class SyntheticInputs:
 
     def val_batches(self) -> Iterable[dict[str, torch.Tensor]]:
         return ()
+
+
+def training_inputs(
+    cfg: TrainConfig, rank: DistInfo, device: torch.device
+) -> PreparedInputs | SyntheticInputs:
+    """What `alexnet train` reads: the prepared dataset, or with --synthetic one generated batch."""
+    if cfg.synthetic:
+        return SyntheticInputs(
+            cfg.batch_size, cfg.num_classes, cfg.seed, cfg.lighting_std, cfg.limit, device, rank.world_size
+        )
+    return PreparedInputs(
+        cfg.data, cfg.batch_size, cfg.seed, cfg.lighting_std, cfg.limit, cfg.workers, rank, device, cfg.decode
+    )
