@@ -133,3 +133,25 @@ def test_an_old_last_pt_resumes_to_the_old_codes_weights(old, tmp_path):
     assert not different, f"weights differ in {different}"
     for key in ("train_loss", "train_top1", "val_loss", "val_top1"):
         assert resumed["metrics"][1][key] == straight["metrics"][1][key], key
+
+
+def test_an_old_checkpoint_exports_the_network_it_was_trained_as(old, tmp_path):
+    """An old best.pt was trained with inverted dropout (its model_config predates the choice):
+    its ONNX export must score like the old code's predict, not scale fc6/fc7 by 0.5."""
+    pytest.importorskip("onnxruntime")
+    import onnxruntime
+
+    from alexnet_cli.config import ExportConfig
+    from alexnet_cli.data.imaging import load_256
+    from alexnet_cli.export import run_export
+
+    root, ref = old
+    run_export(root / "run/best.pt", ExportConfig(tmp_path / "old.onnx"))
+    session = onnxruntime.InferenceSession(str(tmp_path / "old.onnx"), providers=["CPUExecutionProvider"])
+    files = sorted(p for p in (root / "images/val").iterdir())[:2]
+    for folder, old_rows in zip(files, ref["predict"], strict=True):
+        image = sorted(folder.iterdir())[0] if folder.is_dir() else folder
+        (logits,) = session.run(None, {session.get_inputs()[0].name: load_256(image)[None]})
+        probs = torch.softmax(torch.from_numpy(logits[0]).double(), 0)
+        top = probs.topk(3)
+        assert np.allclose(top.values.numpy(), [r["prob"] for r in old_rows], rtol=1e-4, atol=1e-6)
