@@ -34,6 +34,7 @@ class PreparedInputs:
         rank: DistInfo,
         device: torch.device,
         decode: str = "cpu",
+        crop_flip: bool = True,
     ):
         if not data:
             raise no_dataset()
@@ -58,7 +59,12 @@ class PreparedInputs:
                 raise InputError(f"{shard}: shard missing; restore it or rerun `alexnet prep`")
         on_cpu = self.take is None
         self.train_images = loader.StoredImages(
-            train_split, train=True, seed=seed, lighting_std=lighting_std, decode=on_cpu
+            train_split,
+            train=True,
+            seed=seed,
+            lighting_std=lighting_std,
+            decode=on_cpu,
+            crop_flip=crop_flip,
         )
         self.val_images = loader.StoredImages(val_split, train=False, decode=on_cpu)
         self.train_indices = loader.subset(len(train_split), limit)
