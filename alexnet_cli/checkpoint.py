@@ -225,7 +225,8 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | o
             else f"unexpected {unexpected[:3]}"
         )
         raise InputError(
-            f"{path}: weights do not fit this architecture ({detail}); check --arch and the class count"
+            f"{path}: weights do not fit this architecture ({detail}); "
+            "check --arch, --towers and the class count"
         )
     model.load_state_dict(state)
 

@@ -301,12 +301,14 @@ def test_train_refuses_switches_that_make_no_sense(tmp_path):
         train(TrainConfig(**{**base, "activation": "sigmoid"}), QUIET)
 
 
-def test_a_one_tower_checkpoint_exports_with_its_switches(tmp_path):
+def test_an_export_card_records_the_checkpoints_own_config(tmp_path):
     pytest.importorskip("safetensors", reason="the export extra is not installed: pip install -e '.[export]'")
     from alexnet_cli.data.transforms import preprocess_from_stats
     from alexnet_cli.export import ExportConfig, run_export
 
-    config = ModelConfig(num_classes=2, towers="one-half", activation="tanh", lrn=False)
+    config = ModelConfig(
+        num_classes=2, towers="one-half", activation="tanh", lrn=False, dropout_form="inverted"
+    )
     torch.manual_seed(0)
     ckpt = tmp_path / "ckpt.pt"
     save_checkpoint(
@@ -320,10 +322,11 @@ def test_a_one_tower_checkpoint_exports_with_its_switches(tmp_path):
     )
     result = run_export(ckpt, ExportConfig(tmp_path / "net.safetensors"))  # its check rebuilds from the card
     card = json.loads(result.card.read_text())
-    assert {k: card["model_config"][k] for k in ("towers", "activation", "lrn")} == {
+    assert {k: card["model_config"][k] for k in ("towers", "activation", "lrn", "dropout_form")} == {
         "towers": "one-half",
         "activation": "tanh",
         "lrn": False,
+        "dropout_form": "inverted",  # the card used to say "paper" whatever the checkpoint held
     }
 
 
