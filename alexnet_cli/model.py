@@ -53,7 +53,7 @@ POOL_SIZES = {"overlap": 3, "plain": 2}  # section 3.4: z; the stride s is 2 in 
 # device, from both towers' fc7 units).
 TOWER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 LAYERS = TOWER_LAYERS + ("fc8",)
-# The outputs `layer_output` can stop at, in network order: conv layers after their ReLU, pool1
+# The outputs `layer_output` can stop at, in network order: conv layers after their ReLU (tanh), pool1
 # and pool2 after LRN and pooling, pool5 flattened, fc6 and fc7 after ReLU (and dropout), fc8's
 # logits. fc7 is the "last, 4096-dimensional hidden layer" of the paper's Figure 4.
 LAYER_OUTPUTS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
@@ -233,14 +233,14 @@ def activate(x: torch.Tensor, activation: str = "relu", inplace: bool = True) ->
 
 class Tower(nn.Module):
     """One GPU's half of Figure 2: 48-128-192-192-128 kernels, 2048+2048 fc units; or, with other
-    `widths` (TOWER_WIDTHS), the one tower of a one-tower net (`towers` = 1)."""
+    `widths` (TOWER_WIDTHS), the one tower of a one-tower net (`n_towers` = 1)."""
 
     def __init__(
         self,
         dropout: float = 0.5,
         dropout_form: str = "paper",
         widths: Sequence[int] = TOWER_WIDTHS["two"][1],
-        towers: int = 2,
+        n_towers: int = 2,
         activation: str = "relu",
         lrn: bool = True,
         pool: str = "overlap",
@@ -255,13 +255,13 @@ class Tower(nn.Module):
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=5, padding=2)
         self.norm2 = LocalResponseNorm() if lrn else nn.Identity()
         self.pool2 = nn.MaxPool2d(kernel_size=z, stride=2)
-        self.conv3 = nn.Conv2d(towers * c2, c3, kernel_size=3, padding=1)  # sees every tower
+        self.conv3 = nn.Conv2d(n_towers * c2, c3, kernel_size=3, padding=1)  # sees every tower
         self.conv4 = nn.Conv2d(c3, c4, kernel_size=3, padding=1)
         self.conv5 = nn.Conv2d(c4, c5, kernel_size=3, padding=1)
         self.pool5 = nn.MaxPool2d(kernel_size=z, stride=2)
-        self.fc6 = nn.Linear(towers * c5 * 6 * 6, f6)  # sees every tower
+        self.fc6 = nn.Linear(n_towers * c5 * 6 * 6, f6)  # sees every tower
         self.drop6 = Dropout(dropout, dropout_form)
-        self.fc7 = nn.Linear(towers * f6, f7)  # sees every tower
+        self.fc7 = nn.Linear(n_towers * f6, f7)  # sees every tower
         self.drop7 = Dropout(dropout, dropout_form)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
