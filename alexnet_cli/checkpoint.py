@@ -5,7 +5,8 @@ unpickling code). `training_checkpoint` below builds exactly these keys (format_
 
     format, format_version   "alexnet-cli checkpoint", 1
     model                    state_dict in the grouped single-model layout (model.py)
-    model_config             dict of model.ModelConfig
+    model_config             dict of model.ModelConfig (the ablation switches too: activation,
+                             lrn, pool, towers; a key missing is the paper's choice)
     classes                  [[wnid, name], ...] in class-index order
     preprocess               how uint8 RGB pixels become network input (see transforms.py):
                              {"kind": "mean_image", "mean_image": float32 [3, 256, 256]}  (paper)
@@ -31,14 +32,14 @@ import os
 import pickle
 import zipfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from alexnet_cli.config import LEGACY_RECIPE
+from alexnet_cli.config import LEGACY_RECIPE, switch_problem
 from alexnet_cli.errors import InputError
 from alexnet_cli.fileio import atomic_path
 from alexnet_cli.model import ARCHES, ModelConfig, build_model
@@ -177,9 +178,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def checkpoint_model_config(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> ModelConfig:
     """The checkpoint's ModelConfig, checked: one line naming the file if it is unusable."""
+    # A key written before its choice existed gets what the code did then: torch's dropout form
+    # (so the net is evaluated as it was trained); ReLU, LRN, overlapping pooling, two towers.
+    before = {f.name: LEGACY_RECIPE[f.name] for f in fields(ModelConfig) if f.name in LEGACY_RECIPE}
     try:
-        # Written before the dropout form was a choice: trained (and to be evaluated) with torch's.
-        config = ModelConfig(**{"dropout_form": LEGACY_RECIPE["dropout_form"], **ckpt["model_config"]})
+        config = ModelConfig(**{**before, **ckpt["model_config"]})
     except (KeyError, TypeError) as e:
         raise InputError(
             f"{path}: checkpoint has no usable model_config ({e}); was it written by `alexnet train`?"
@@ -189,6 +192,9 @@ def checkpoint_model_config(ckpt: dict[str, Any], path: str | os.PathLike = "che
             f"{path}: holds an unknown architecture {config.arch!r} "
             f"(this alexnet-cli has: {', '.join(ARCHES)})"
         )
+    problem = switch_problem(config)
+    if problem:
+        raise InputError(f"{path}: holds a network this alexnet-cli cannot build ({problem})")
     return config
 
 
@@ -219,7 +225,8 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | o
             else f"unexpected {unexpected[:3]}"
         )
         raise InputError(
-            f"{path}: weights do not fit this architecture ({detail}); check --arch and the class count"
+            f"{path}: weights do not fit this architecture ({detail}); "
+            "check --arch, --towers and the class count"
         )
     model.load_state_dict(state)
 

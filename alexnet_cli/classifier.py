@@ -37,6 +37,7 @@ class Classifier:
     classes: list[tuple[str, str]]  # (wnid, name) in output-index order
     source: str  # the file the weights came from
     device: torch.device  # where input batches go (tower 0's device)
+    config: ModelConfig  # the network's (an export's card records it)
 
     @torch.inference_mode()
     def probabilities(
@@ -82,7 +83,8 @@ def load_classifier(
                 "--gpus 2 splits the paper's two towers; torchvision's AlexNet has one: use --gpus 1"
             )
         # torchvision trained these weights with its own (inverted) dropout
-        model = build_model(ModelConfig("torchvision", len(imagenet_classes()), dropout_form="inverted"))
+        config = ModelConfig("torchvision", len(imagenet_classes()), dropout_form="inverted")
+        model = build_model(config)
         load_weights(model, load_torchvision_weights(weights), weights)
         classes = [(c.wnid, c.name) for c in imagenet_classes()]
         preprocess, source = torchvision_preprocess(), str(weights)
@@ -91,17 +93,16 @@ def load_classifier(
         config = checkpoint_model_config(ckpt, checkpoint)
         if arch is not None and arch != config.arch:
             raise InputError(f"{checkpoint}: holds a '{config.arch}' network, not --arch {arch}")
-        if split and config.arch != "paper":
-            raise InputError(
-                f"{checkpoint}: --gpus 2 splits the paper's two towers; a '{config.arch}' net has one"
-            )
+        if split and (config.arch != "paper" or config.towers != "two"):
+            net = f"a '{config.arch}' net" if config.arch != "paper" else f"a --towers {config.towers} net"
+            raise InputError(f"{checkpoint}: --gpus 2 splits the paper's two towers; {net} has one")
         classes = _checkpoint_classes(ckpt, config, checkpoint)
         model = model_from_checkpoint(ckpt, list(devices) if split else None, checkpoint)
         preprocess, source = ckpt["preprocess"], str(checkpoint)
     if not split:
         model.to(devices[0])
     preprocess = {k: v.to(devices[0]) if isinstance(v, torch.Tensor) else v for k, v in preprocess.items()}
-    return Classifier(model.eval(), preprocess, classes, source, devices[0])
+    return Classifier(model.eval(), preprocess, classes, source, devices[0], config)
 
 
 def _checkpoint_classes(ckpt: dict[str, Any], config: ModelConfig, path) -> list[tuple[str, str]]:

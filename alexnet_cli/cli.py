@@ -26,6 +26,7 @@ from alexnet_cli.config import (
     PredictConfig,
     PrepConfig,
     TrainConfig,
+    switch_problem,
 )
 from alexnet_cli.errors import EXIT_FAILED, AlexnetError, InputError, Preempted, no_checkpoint, no_dataset
 
@@ -61,6 +62,14 @@ LAYER_HELP = "conv1..conv5 (after ReLU), pool1, pool2, pool5, fc6, fc7 (the last
 GPUS_HELP = "0: CPU, 1: one GPU, 2: the paper's two-GPU split. Default: 1 if a GPU is present, else 0."
 CHECKPOINT_HELP = "Checkpoint written by `alexnet train`."
 JSON_HELP = "Print one JSON object instead of tables."
+# The paper net's ablation switches (sections 3.1-3.4; docs/claims.md), for train and info
+ACTIVATION_HELP = "'relu' (section 3.1) or 'tanh', the saturating unit the paper compares it with."
+LRN_HELP = "Local response normalisation after conv1 and conv2 (section 3.3)."
+POOL_HELP = "'overlap': max-pool 3x3, stride 2 (section 3.4); 'plain': 2x2, stride 2."
+TOWERS_HELP = (
+    "'two': Figure 2's towers; 'one-half': one tower of half the kernels, conv5 and fc kept whole "
+    "(section 3.2's comparison net); 'one-full': one tower as wide as both."
+)
 
 
 def _version(value: bool) -> None:
@@ -210,6 +219,18 @@ _DropoutForm = Annotated[
 _BiasInit = Annotated[
     float, typer.Option("--bias-init", help="Bias of conv2/4/5 and fc6/7 (section 5: 1; Caffe uses 0.1).")
 ]
+_Activation = Annotated[str, typer.Option(help=ACTIVATION_HELP)]
+_Lrn = Annotated[bool, typer.Option("--lrn/--no-lrn", help=LRN_HELP)]
+_Pool = Annotated[str, typer.Option(help=POOL_HELP)]
+_Towers = Annotated[str, typer.Option(help=TOWERS_HELP)]
+_CropFlip = Annotated[
+    bool,
+    typer.Option(
+        "--crop-flip/--no-crop-flip",
+        help="Random 224 patches and reflections (section 4.1); --no-crop-flip: the center patch, "
+        "unreflected (PCA lighting is --lighting).",
+    ),
+]
 _Gpus = Annotated[int | None, typer.Option(help=GPUS_HELP)]
 _Devices = Annotated[
     str | None, typer.Option(help="Explicit placement, e.g. cpu,cpu (the split on the CPU) or cuda:0,cuda:0.")
@@ -298,9 +319,14 @@ def train(
     lighting: _Lighting = T.lighting_std,
     arch: _Arch = T.arch,
     lighting_units: _LightingUnits = T.lighting_units,
+    crop_flip: _CropFlip = T.crop_flip,
     dropout: _Dropout = T.dropout,
     dropout_form: _DropoutForm = T.dropout_form,
     bias_init: _BiasInit = T.bias_init,
+    activation: _Activation = T.activation,
+    lrn: _Lrn = T.lrn,
+    pool: _Pool = T.pool,
+    towers: _Towers = T.towers,
     gpus: _Gpus = T.gpus,
     devices: _Devices = None,
     workers: _Workers = T.workers,
@@ -590,19 +616,33 @@ def filters(
     ),
     scale: int = typer.Option(4, min=1, max=32, help="Pixels per kernel pixel."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output file."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object: the picture and each tower's colour measure."
+    ),
 ) -> None:
-    """conv1's kernels as a picture, tower 0 left and tower 1 right (the paper's Figure 3)."""
+    """conv1's kernels as a picture, tower 0 left and tower 1 right (the paper's Figure 3), each
+    with a gauge of its chroma share: how colour-specific it is (section 6.1)."""
     from alexnet_cli.fileio import check_new_file
-    from alexnet_cli.filters import conv1_kernels
+    from alexnet_cli.filters import colour_summary, conv1_kernels
     from alexnet_cli.plots import draw_filters
 
     check_new_file(output, force)
     kernels = conv1_kernels(checkpoint, weights)
-    draw_filters(kernels.weight, output, kernels.towers, scale)
+    colour = colour_summary(kernels)
+    captions = [
+        f"tower {t['tower']}: chroma share {t['mean_chroma']:.2f} (mean)\n"
+        f"{t['colour_specific']} of {t['kernels']} colour-specific"
+        for t in colour["towers"]
+    ]
+    draw_filters(kernels.weight, output, kernels.towers, scale, colour["chroma"], captions)
     k, _, h, w = kernels.weight.shape
+    if as_json:
+        print(json.dumps({"output": str(output), "source": kernels.source, "kernel_size": [h, w], **colour}))
+        return
     render.wrote(
         f"{output}: {k} kernels of {h}x{w}" + (", tower 0 left, tower 1 right" if kernels.towers == 2 else "")
     )
+    render.colour_towers(colour)
 
 
 @app.command()
@@ -631,6 +671,10 @@ def plot(
 def info(
     arch: str = typer.Option(ModelConfig.arch, help="Architecture: 'paper' (two towers) or 'torchvision'."),
     num_classes: int = typer.Option(ModelConfig.num_classes, min=1, help="Number of output classes."),
+    activation: str = typer.Option(ModelConfig.activation, help=ACTIVATION_HELP),
+    lrn: bool = typer.Option(ModelConfig.lrn, "--lrn/--no-lrn", help=LRN_HELP),
+    pool: str = typer.Option(ModelConfig.pool, help=POOL_HELP),
+    towers: str = typer.Option(ModelConfig.towers, help=TOWERS_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """The layer table: output shape, parameters, MACs and towers of every layer."""
@@ -639,7 +683,13 @@ def info(
 
     if arch not in ARCHES:
         raise InputError(f"unknown --arch {arch!r}; choose one of: {', '.join(ARCHES)}")
-    s = summary(ModelConfig(arch=arch, num_classes=num_classes))
+    config = ModelConfig(
+        arch=arch, num_classes=num_classes, activation=activation, lrn=lrn, pool=pool, towers=towers
+    )
+    problem = switch_problem(config)
+    if problem:
+        raise InputError(problem)
+    s = summary(config)
     print(json.dumps(s)) if as_json else render.layer_table(s, arch)
 
 

@@ -14,12 +14,25 @@ LIGHTING_STD = 0.1  # section 4.1: PCA lighting coefficients alpha_i ~ N(0, 0.1)
 DROPOUT_FORMS = ("paper", "inverted")  # x0.5 at test (section 4.2) / x2 in training (nn.Dropout)
 MOMENTUM_FORMS = ("paper", "torch")  # the rate inside the velocity (section 5, Caffe) / torch's SGD
 LIGHTING_UNITS = ("eigenvalue", "stddev")  # alpha_i lambda_i in [0,1] pixel units / alpha_i sqrt(lambda_i)
+# The paper's ingredients as switches, the first value its own, for the ablations it reports
+# (docs/claims.md, benchmarks/claims.py).
+ACTIVATIONS = ("relu", "tanh")  # 3.1: max(0, x) / the saturating tanh(x) it compares against
+POOLS = ("overlap", "plain")  # 3.4: max-pool z = 3, s = 2 (overlapping) / z = 2, s = 2
+# 3.2: the two-tower net / "a net with half as many kernels in each convolutional layer trained
+# on one GPU" (footnote 2: conv5 and the fc layers kept whole) / one tower as wide as both
+TOWERS = ("two", "one-half", "one-full")
+MODEL_SWITCHES = ("activation", "lrn", "pool", "towers")  # ModelConfig's fields for them
 # What a checkpoint written before these choices existed was trained with.
 LEGACY_RECIPE = {
     "dropout_form": "inverted",
     "momentum_form": "torch",
     "bias_decay": True,
     "lighting_units": "eigenvalue",
+    "activation": "relu",
+    "lrn": True,
+    "pool": "overlap",
+    "towers": "two",
+    "crop_flip": True,
 }
 # prep's JPEG storage: 4:4:4 at quality 90 is 26 KB and 38.8 dB PSNR per 256x256 ImageNet crop;
 # 4:2:0 needs quality 95 (29 KB) for the same PSNR (docs/format.md has the table).
@@ -41,6 +54,23 @@ class ModelConfig:
     # learning by providing the ReLUs with positive inputs"), 0 elsewhere. Caffe's bvlc_alexnet
     # uses 0.1 because the loss stayed flat with 1; 0.1 is kept as a documented option.
     bias_init: float = 1.0
+    # Switches for the paper's ablations (sections 3.1-3.4); arch "paper" only.
+    activation: str = "relu"  # ACTIVATIONS: after every conv and fc6/fc7 (section 3.1)
+    lrn: bool = True  # local response normalisation after conv1 and conv2 (section 3.3)
+    pool: str = "overlap"  # POOLS: the max-pools after conv1, conv2 and conv5 (section 3.4)
+    towers: str = "two"  # TOWERS: model.TOWER_WIDTHS has each layout's kernels (section 3.2)
+
+
+def switch_problem(config: ModelConfig | TrainConfig) -> str | None:
+    """What is wrong with `config`'s ablation switches, as one line naming the options (None:
+    nothing): an unknown choice, or a switch set for arch "torchvision", which has none."""
+    for name, choices in (("activation", ACTIVATIONS), ("pool", POOLS), ("towers", TOWERS)):
+        if getattr(config, name) not in choices:
+            return f"--{name} {getattr(config, name)}: choose one of {', '.join(choices)}"
+    changed = [f"--{k}" for k in MODEL_SWITCHES if getattr(config, k) != getattr(ModelConfig, k)]
+    if config.arch == "torchvision" and changed:
+        return f"--arch torchvision has no {', '.join(changed)} switch; they are --arch paper's"
+    return None
 
 
 @dataclass
@@ -68,12 +98,19 @@ class TrainConfig:
     lighting_std: float = LIGHTING_STD
     # "magnitudes proportional to the corresponding eigenvalues": of the [0,1]-pixel covariance
     lighting_units: str = "eigenvalue"
+    # Section 4.1's "translations and horizontal reflections": a random 224x224 patch, reflected
+    # with probability 1/2; False: the center patch, unreflected (the lighting draws stay the same)
+    crop_flip: bool = True
     # The network (sections 3, 4.2, 5; ModelConfig)
     arch: str = ModelConfig.arch
     dropout: float = ModelConfig.dropout
     dropout_form: str = ModelConfig.dropout_form
     bias_init: float = ModelConfig.bias_init
     weight_std: float = ModelConfig.weight_std
+    activation: str = ModelConfig.activation
+    lrn: bool = ModelConfig.lrn
+    pool: str = ModelConfig.pool
+    towers: str = ModelConfig.towers
     # Hardware
     gpus: int | None = None  # None: 1 if CUDA is available, else 0; 2: the paper's tower split
     devices: tuple[str, ...] | None = None  # explicit placement: ("cpu", "cpu"), ("cuda:0", "cuda:0")

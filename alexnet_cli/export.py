@@ -41,7 +41,6 @@ from alexnet_cli.config import ExportConfig
 from alexnet_cli.data.transforms import network_input
 from alexnet_cli.errors import AlexnetError, InputError
 from alexnet_cli.fileio import atomic_path, atomic_write_text, check_new_file
-from alexnet_cli.model import ModelConfig, arch_of
 
 FORMAT_NAME = "alexnet-cli export"
 FORMAT_VERSION = 1
@@ -130,9 +129,7 @@ def model_card(classifier: Classifier, kind: str) -> dict[str, Any]:
         "created_by": f"alexnet-cli {__version__}",
         "kind": kind,
         "source": classifier.source,
-        "model_config": asdict(
-            ModelConfig(arch=arch_of(classifier.model), num_classes=len(classifier.classes))
-        ),
+        "model_config": asdict(classifier.config),
         "classes": [list(c) for c in classifier.classes],
         "preprocessing": {
             "kind": pre["kind"],
@@ -272,11 +269,14 @@ def _write_safetensors(classifier: Classifier, card: dict[str, Any], path: Path)
 
 def _safetensors_logits(path: Path, images: torch.Tensor) -> torch.Tensor:
     """The written file loaded as a checkpoint and run like the original (the check)."""
-    from alexnet_cli.checkpoint import model_from_checkpoint
+    from alexnet_cli.checkpoint import checkpoint_model_config, model_from_checkpoint
 
     ckpt = read_safetensors(path)
     model = model_from_checkpoint(ckpt, path=path).eval()
-    net = InferenceNet(Classifier(model, ckpt["preprocess"], ckpt["classes"], str(path), torch.device("cpu")))
+    config = checkpoint_model_config(ckpt, path)
+    net = InferenceNet(
+        Classifier(model, ckpt["preprocess"], ckpt["classes"], str(path), torch.device("cpu"), config)
+    )
     with torch.inference_mode():
         return net(images)
 

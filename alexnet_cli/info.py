@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from alexnet_cli.model import LocalResponseNorm, ModelConfig, build_model
+from alexnet_cli.config import MODEL_SWITCHES
+from alexnet_cli.model import TOWER_WIDTHS, LocalResponseNorm, ModelConfig, build_model
 
 # Layers worth a row; ReLU and dropout change no shape and hold no weights.
 _ROW_TYPES = (nn.Conv2d, nn.Linear, nn.MaxPool2d, nn.AdaptiveAvgPool2d, LocalResponseNorm)
@@ -23,8 +24,8 @@ class LayerRow:
     output_shape: list[int]  # without the batch dim
     params: int
     macs: int  # multiply-accumulates of conv and linear layers, per image
-    towers: list[int] = field(default_factory=list)  # paper model: towers holding the layer
-    input_from: str = ""  # paper model: "own" tower or "both" towers
+    towers: list[int] = field(default_factory=list)  # two-tower paper model: towers holding the layer
+    input_from: str = ""  # two-tower paper model: "own" tower or "both" towers
 
 
 def _macs(module: nn.Module, out: torch.Tensor) -> int:
@@ -40,7 +41,8 @@ def layer_table(config: ModelConfig, image_size: int = 224) -> list[LayerRow]:
     """One row per layer, in network order; the paper model's tower halves merge into one row."""
     # Towers apart, the paper model runs each tower's own modules, whose hooks give the per-tower
     # rows merged below (on one device it runs both towers of a layer as one functional call).
-    model = build_model(config, ("cpu", "cpu") if config.arch == "paper" else None).eval()
+    towers = TOWER_WIDTHS[config.towers][0]
+    model = build_model(config, ("cpu",) * towers if config.arch == "paper" else None).eval()
     rows: dict[str, LayerRow] = {}
 
     def record(name: str):
@@ -66,7 +68,7 @@ def layer_table(config: ModelConfig, image_size: int = 224) -> list[LayerRow]:
                 row.output_shape[0] += shape[0]
                 row.params += params
                 row.macs += _macs(module, output)
-            if tower >= 0:
+            if tower >= 0 and towers == 2:  # a one-tower net has no towers to tell apart
                 row.towers.append(tower)
                 row.input_from = "both" if layer in _CROSS_TOWER else "own"
 
@@ -89,6 +91,7 @@ def summary(config: ModelConfig, image_size: int = 224) -> dict:
     return {
         "arch": config.arch,
         "num_classes": config.num_classes,
+        **({k: getattr(config, k) for k in MODEL_SWITCHES} if config.arch == "paper" else {}),
         "input_shape": [3, image_size, image_size],
         "total_params": sum(p.numel() for p in model.parameters()),
         "total_macs": sum(r.macs for r in layers),

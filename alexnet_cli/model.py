@@ -12,6 +12,10 @@ over both towers' maps), the same arithmetic done faster. Whatever the placement
 ``[256, 48, 5, 5]``, ``fc6.weight`` is ``[4096, 9216]``; the first half of every layer's outputs
 is tower 0), so checkpoints move freely between CPU, 1 GPU and 2 GPUs. Input is 224x224;
 docs/recipe.md explains the 224-vs-227 choice (conv1 padding 2).
+
+For the paper's ablations (docs/claims.md) the net can also be one tower (section 3.2's
+comparison net, TOWER_WIDTHS), use tanh (3.1), go without LRN (3.3) or pool without overlap
+(3.4): ModelConfig's switches, the paper's choices by default.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet_cli import randomness
-from alexnet_cli.config import DROPOUT_FORMS, ModelConfig
+from alexnet_cli.config import DROPOUT_FORMS, ModelConfig, switch_problem
 
 ARCHES = ("paper", "torchvision")
 
@@ -33,11 +37,23 @@ ARCHES = ("paper", "torchvision")
 # sum of squares; Caffe and torch.nn.LocalResponseNorm divide alpha by n first.
 LRN_SIZE, LRN_K, LRN_ALPHA, LRN_BETA = 5, 2.0, 1e-4, 0.75
 
+# Kernels (units) per tower of conv1-conv5, fc6 and fc7, for each `towers` layout, and how many
+# towers it has (section 3.2). "two": Figure 2. "one-half": the net the paper compares against,
+# "half as many kernels in each convolutional layer trained on one GPU", except that conv5 (and
+# so fc6, fc7) keeps all its kernels, "to make the two nets have approximately the same number
+# of parameters" (footnote 2): 59.8M against 61.0M with 1000 classes. "one-full": one tower as
+# wide as both, every layer seeing all of the layer before (as torchvision's and Caffe's nets).
+TOWER_WIDTHS = {
+    "two": (2, (48, 128, 192, 192, 128, 2048, 2048)),
+    "one-half": (1, (48, 128, 192, 192, 256, 4096, 4096)),
+    "one-full": (1, (96, 256, 384, 384, 256, 4096, 4096)),
+}
+POOL_SIZES = {"overlap": 3, "plain": 2}  # section 3.4: z; the stride s is 2 in both
 # The layers split between the towers, in network order (fc8 is computed whole, on tower 0's
 # device, from both towers' fc7 units).
 TOWER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 LAYERS = TOWER_LAYERS + ("fc8",)
-# The outputs `layer_output` can stop at, in network order: conv layers after their ReLU, pool1
+# The outputs `layer_output` can stop at, in network order: conv layers after their ReLU (tanh), pool1
 # and pool2 after LRN and pooling, pool5 flattened, fc6 and fc7 after ReLU (and dropout), fc8's
 # logits. fc7 is the "last, 4096-dimensional hidden layer" of the paper's Figure 4.
 LAYER_OUTPUTS = ("conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5", "pool5", "fc6", "fc7", "fc8")
@@ -208,48 +224,69 @@ def set_dropout_masks(model: nn.Module, masks: DropoutMasks | None) -> None:
         module.layer, module.masks = layer, masks
 
 
-class Tower(nn.Module):
-    """One GPU's half of Figure 2: 48-128-192-192-128 kernels, 2048+2048 fc units."""
+def activate(x: torch.Tensor, activation: str = "relu", inplace: bool = True) -> torch.Tensor:
+    """Section 3.1's nonlinearity: the ReLU, max(0, x), or the saturating tanh(x) it replaced."""
+    if activation == "relu":
+        return F.relu(x, inplace=inplace)
+    return x.tanh_() if inplace else torch.tanh(x)
 
-    def __init__(self, dropout: float = 0.5, dropout_form: str = "paper"):
+
+class Tower(nn.Module):
+    """One GPU's half of Figure 2: 48-128-192-192-128 kernels, 2048+2048 fc units; or, with other
+    `widths` (TOWER_WIDTHS), the one tower of a one-tower net (`n_towers` = 1)."""
+
+    def __init__(
+        self,
+        dropout: float = 0.5,
+        dropout_form: str = "paper",
+        widths: Sequence[int] = TOWER_WIDTHS["two"][1],
+        n_towers: int = 2,
+        activation: str = "relu",
+        lrn: bool = True,
+        pool: str = "overlap",
+    ):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 48, kernel_size=11, stride=4, padding=2)
-        self.norm1 = LocalResponseNorm()
-        self.pool1 = nn.MaxPool2d(kernel_size=3, stride=2)  # overlapping pooling, section 3.4
-        self.conv2 = nn.Conv2d(48, 128, kernel_size=5, padding=2)
-        self.norm2 = LocalResponseNorm()
-        self.pool2 = nn.MaxPool2d(kernel_size=3, stride=2)
-        self.conv3 = nn.Conv2d(256, 192, kernel_size=3, padding=1)  # sees both towers
-        self.conv4 = nn.Conv2d(192, 192, kernel_size=3, padding=1)
-        self.conv5 = nn.Conv2d(192, 128, kernel_size=3, padding=1)
-        self.pool5 = nn.MaxPool2d(kernel_size=3, stride=2)
-        self.fc6 = nn.Linear(2 * 128 * 6 * 6, 2048)  # sees both towers
+        c1, c2, c3, c4, c5, f6, f7 = widths
+        z = POOL_SIZES[pool]  # overlapping pooling (z = 3, s = 2), section 3.4
+        self.activation = activation
+        self.conv1 = nn.Conv2d(3, c1, kernel_size=11, stride=4, padding=2)
+        self.norm1 = LocalResponseNorm() if lrn else nn.Identity()
+        self.pool1 = nn.MaxPool2d(kernel_size=z, stride=2)
+        self.conv2 = nn.Conv2d(c1, c2, kernel_size=5, padding=2)
+        self.norm2 = LocalResponseNorm() if lrn else nn.Identity()
+        self.pool2 = nn.MaxPool2d(kernel_size=z, stride=2)
+        self.conv3 = nn.Conv2d(n_towers * c2, c3, kernel_size=3, padding=1)  # sees every tower
+        self.conv4 = nn.Conv2d(c3, c4, kernel_size=3, padding=1)
+        self.conv5 = nn.Conv2d(c4, c5, kernel_size=3, padding=1)
+        self.pool5 = nn.MaxPool2d(kernel_size=z, stride=2)
+        self.fc6 = nn.Linear(n_towers * c5 * 6 * 6, f6)  # sees every tower
         self.drop6 = Dropout(dropout, dropout_form)
-        self.fc7 = nn.Linear(2 * 2048, 2048)  # sees both towers
+        self.fc7 = nn.Linear(n_towers * f6, f7)  # sees every tower
         self.drop7 = Dropout(dropout, dropout_form)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        """conv1 and conv2: each tower on its own, from the image to 128 maps of 13x13."""
-        x = self.pool1(self.norm1(F.relu(self.conv1(x), inplace=True)))
-        return self.pool2(self.norm2(F.relu(self.conv2(x), inplace=True)))
+        """conv1 and conv2: each tower on its own, from the image to its maps of 13x13."""
+        x = self.pool1(self.norm1(activate(self.conv1(x), self.activation)))
+        return self.pool2(self.norm2(activate(self.conv2(x), self.activation)))
 
     def body(self, both: torch.Tensor) -> torch.Tensor:
-        """conv3 over both towers' maps, then conv4 and conv5 on its own."""
-        x = F.relu(self.conv3(both), inplace=True)
-        x = F.relu(self.conv4(x), inplace=True)
-        return torch.flatten(self.pool5(F.relu(self.conv5(x), inplace=True)), 1)
+        """conv3 over every tower's maps, then conv4 and conv5 on its own."""
+        x = activate(self.conv3(both), self.activation)
+        x = activate(self.conv4(x), self.activation)
+        return torch.flatten(self.pool5(activate(self.conv5(x), self.activation)), 1)
 
     def fc6_units(self, both: torch.Tensor) -> torch.Tensor:
-        return self.drop6(F.relu(self.fc6(both)))
+        return self.drop6(activate(self.fc6(both), self.activation, inplace=False))
 
     def fc7_units(self, both: torch.Tensor) -> torch.Tensor:
-        return self.drop7(F.relu(self.fc7(both)))
+        return self.drop7(activate(self.fc7(both), self.activation, inplace=False))
 
 
 class AlexNet(nn.Module):
     """The paper's network. ``devices=None``: one device, each layer of both towers computed in one
     call; two names: tower 0 on the first, tower 1 on the second, each running its own modules
-    (``("cpu", "cpu")`` runs the split on the CPU). Outputs land on the first."""
+    (``("cpu", "cpu")`` runs the split on the CPU). Outputs land on the first. A one-tower net
+    (`towers` "one-half" or "one-full") takes one device name, or None."""
 
     def __init__(
         self,
@@ -259,10 +296,21 @@ class AlexNet(nn.Module):
         dropout_form: str = "paper",
         weight_std: float = 0.01,
         bias_init: float = 1.0,
+        activation: str = "relu",
+        lrn: bool = True,
+        pool: str = "overlap",
+        towers: str = "two",
     ):
         super().__init__()
-        self.towers = nn.ModuleList([Tower(dropout, dropout_form), Tower(dropout, dropout_form)])
-        self.fc8 = nn.Linear(2 * 2048, num_classes)
+        problem = switch_problem(ModelConfig(activation=activation, lrn=lrn, pool=pool, towers=towers))
+        if problem:
+            raise ValueError(problem)
+        count, widths = TOWER_WIDTHS[towers]
+        self.activation, self.lrn = activation, lrn
+        self.towers = nn.ModuleList(
+            [Tower(dropout, dropout_form, widths, count, activation, lrn, pool) for _ in range(count)]
+        )
+        self.fc8 = nn.Linear(count * widths[-1], num_classes)
         init_paper(self, weight_std, bias_init)
         self.towers_apart = False  # True once place()d: each tower then runs on its own device
         if devices is not None:
@@ -271,32 +319,32 @@ class AlexNet(nn.Module):
         self.register_load_state_dict_pre_hook(_split_towers_hook)
 
     def place(self, devices: Sequence[str | torch.device]) -> AlexNet:
-        """Put tower 0 (and fc8) on devices[0] and tower 1 on devices[1]."""
-        if len(devices) != 2:
-            raise ValueError(f"devices needs two entries (one per tower), got {list(devices)}")
-        self.towers[0].to(devices[0])
+        """Put tower 0 (and fc8) on devices[0] and tower 1 on devices[1] (one tower: devices[0],
+        its own modules run one by one, as `alexnet info` needs for its per-module rows)."""
+        if len(devices) != len(self.towers):
+            entries = "two entries" if len(self.towers) == 2 else "one entry"
+            raise ValueError(f"devices needs {entries} (one per tower), got {list(devices)}")
+        for tower, device in zip(self.towers, devices, strict=True):
+            tower.to(device)
         self.fc8.to(devices[0])
-        self.towers[1].to(devices[1])
         self.towers_apart = True
         return self
 
     @property
-    def devices(self) -> tuple[torch.device, torch.device]:
-        """Where tower 0 and tower 1 live (read from the weights, so .to() keeps it true)."""
-        return self.towers[0].conv1.weight.device, self.towers[1].conv1.weight.device
+    def devices(self) -> tuple[torch.device, ...]:
+        """Where each tower lives (read from the weights, so .to() keeps it true)."""
+        return tuple(t.conv1.weight.device for t in self.towers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.towers_apart:
             return next(out for name, out in self.layer_outputs(x) if name == "fc8")
-        t0, t1 = self.towers
-        d0, d1 = self.devices
+        pairs = list(zip(self.towers, self.devices, strict=True))
         # Tensors cross between the towers only here: into conv3, fc6, fc7 and fc8.
-        a0, a1 = t0.stem(_cpu_nhwc(x.to(d0))), t1.stem(_cpu_nhwc(x.to(d1)))
-        b0, b1 = t0.body(_join(a0, a1, d0)), t1.body(_join(a0, a1, d1))
-        f0, f1 = _join(b0, b1, d0), _join(b0, b1, d1)
-        c0, c1 = t0.fc6_units(f0), t1.fc6_units(f1)
-        e0, e1 = t0.fc7_units(_join(c0, c1, d0)), t1.fc7_units(_join(c0, c1, d1))
-        return self.fc8(_join(e0, e1, d0))
+        a = [t.stem(_cpu_nhwc(x.to(d))) for t, d in pairs]
+        b = [t.body(_join(a, d)) for t, d in pairs]
+        c = [t.fc6_units(_join(b, d)) for t, d in pairs]
+        e = [t.fc7_units(_join(c, d)) for t, d in pairs]
+        return self.fc8(_join(e, self.devices[0]))
 
     def layer_outputs(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
         """Both towers on one device: (name, output) of each layer in LAYER_OUTPUTS order, both
@@ -307,18 +355,26 @@ class AlexNet(nn.Module):
         half-width ones. Pooling has no weights, so tower 0's pooling modules serve both."""
         if self.towers_apart:
             raise ValueError("layer_outputs runs both towers on one device; build the model without devices")
-        t0, t1 = self.towers
+        towers, act = self.towers, self.activation
+        t0 = towers[0]
+
+        def conv(x: torch.Tensor, layer: str) -> torch.Tensor:
+            return activate(_conv(x, [t.get_submodule(layer) for t in towers]), act)
+
+        def norm(x: torch.Tensor) -> torch.Tensor:
+            return local_response_norm(x, groups=len(towers)) if self.lrn else x
+
         x = _cpu_nhwc(x.to(self.devices[0]))
-        yield "conv1", (x := F.relu(_conv(x, t0.conv1, t1.conv1), inplace=True))
-        yield "pool1", (x := t0.pool1(local_response_norm(x, groups=2)))
-        yield "conv2", (x := F.relu(_conv(x, t0.conv2, t1.conv2), inplace=True))
-        yield "pool2", (x := t0.pool2(local_response_norm(x, groups=2)))
-        yield "conv3", (x := F.relu(_conv(x, t0.conv3, t1.conv3), inplace=True))
-        yield "conv4", (x := F.relu(_conv(x, t0.conv4, t1.conv4), inplace=True))
-        yield "conv5", (x := F.relu(_conv(x, t0.conv5, t1.conv5), inplace=True))
+        yield "conv1", (x := conv(x, "conv1"))
+        yield "pool1", (x := t0.pool1(norm(x)))
+        yield "conv2", (x := conv(x, "conv2"))
+        yield "pool2", (x := t0.pool2(norm(x)))
+        yield "conv3", (x := conv(x, "conv3"))
+        yield "conv4", (x := conv(x, "conv4"))
+        yield "conv5", (x := conv(x, "conv5"))
         yield "pool5", (x := torch.flatten(t0.pool5(x), 1))
-        yield "fc6", (x := torch.cat([t0.fc6_units(x), t1.fc6_units(x)], dim=1))
-        yield "fc7", (x := torch.cat([t0.fc7_units(x), t1.fc7_units(x)], dim=1))
+        yield "fc6", (x := torch.cat([t.fc6_units(x) for t in towers], dim=1))
+        yield "fc7", (x := torch.cat([t.fc7_units(x) for t in towers], dim=1))
         yield "fc8", self.fc8(x)
 
 
@@ -329,17 +385,20 @@ def _cpu_nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
-def _conv(x: torch.Tensor, half0: nn.Conv2d, half1: nn.Conv2d) -> torch.Tensor:
-    """Both towers' halves of a conv layer as one convolution with the grouped layout's weights.
+def _conv(x: torch.Tensor, parts: Sequence[nn.Conv2d]) -> torch.Tensor:
+    """Every tower's part of a conv layer as one convolution with the grouped layout's weights.
     A layer that sees only its own tower's maps (conv2, conv4, conv5) is a 2-group conv."""
-    weight, bias = torch.cat([half0.weight, half1.weight]), torch.cat([half0.bias, half1.bias])
-    groups = x.shape[1] // half0.in_channels
-    return F.conv2d(x, weight, bias, half0.stride, half0.padding, groups=groups)
+    if len(parts) == 1:
+        return parts[0](x)
+    weight, bias = torch.cat([p.weight for p in parts]), torch.cat([p.bias for p in parts])
+    first = parts[0]
+    groups = x.shape[1] // first.in_channels
+    return F.conv2d(x, weight, bias, first.stride, first.padding, groups=groups)
 
 
-def _join(a: torch.Tensor, b: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Both towers' outputs, tower 0 first, on `device` (the only cross-tower traffic)."""
-    return torch.cat([a.to(device, non_blocking=True), b.to(device, non_blocking=True)], dim=1)
+def _join(parts: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Every tower's outputs, tower 0 first, on `device` (the only cross-tower traffic)."""
+    return torch.cat([p.to(device, non_blocking=True) for p in parts], dim=1)
 
 
 @torch.no_grad()
@@ -354,7 +413,8 @@ def init_paper(model: AlexNet, weight_std: float = 0.01, bias_init: float = 1.0)
 
 def merge_towers(state: dict, prefix: str = "") -> OrderedDict[str, torch.Tensor]:
     """Per-tower tensors (``towers.0.conv2.weight`` ...) -> the grouped layout (``conv2.weight``),
-    in network order. Works on any dict keyed like the model's parameters (e.g. momentum)."""
+    in network order; a one-tower net's are only renamed. Works on any dict keyed like the
+    model's parameters (e.g. momentum)."""
     out: OrderedDict[str, torch.Tensor] = OrderedDict(
         (k, v) for k, v in state.items() if not k.startswith(prefix)
     )
@@ -363,20 +423,25 @@ def merge_towers(state: dict, prefix: str = "") -> OrderedDict[str, torch.Tensor
             if layer == "fc8":
                 out[f"{prefix}fc8.{kind}"] = state[f"{prefix}fc8.{kind}"]
                 continue
-            a, b = state[f"{prefix}towers.0.{layer}.{kind}"], state[f"{prefix}towers.1.{layer}.{kind}"]
-            out[f"{prefix}{layer}.{kind}"] = torch.cat([a, b.to(a.device)])
+            parts, t = [], 0
+            while (key := f"{prefix}towers.{t}.{layer}.{kind}") in state:
+                parts.append(state[key])
+                t += 1
+            out[f"{prefix}{layer}.{kind}"] = (
+                torch.cat([p.to(parts[0].device) for p in parts]) if len(parts) > 1 else parts[0]
+            )
     return out
 
 
-def split_towers(state: dict, prefix: str = "") -> None:
-    """The grouped layout -> per-tower tensors, in place (inverse of merge_towers)."""
+def split_towers(state: dict, prefix: str = "", towers: int = 2) -> None:
+    """The grouped layout -> per-tower tensors of `towers` towers, in place (inverse of
+    merge_towers)."""
     for layer in TOWER_LAYERS:
         for kind in ("weight", "bias"):
             key = f"{prefix}{layer}.{kind}"
             if key in state:
-                half0, half1 = state.pop(key).chunk(2)
-                state[f"{prefix}towers.0.{layer}.{kind}"] = half0
-                state[f"{prefix}towers.1.{layer}.{kind}"] = half1
+                for t, part in enumerate(state.pop(key).chunk(towers)):
+                    state[f"{prefix}towers.{t}.{layer}.{kind}"] = part
 
 
 def _merge_towers_hook(module, state, prefix, local_metadata):
@@ -386,7 +451,7 @@ def _merge_towers_hook(module, state, prefix, local_metadata):
 
 
 def _split_towers_hook(module, state, prefix, *args):
-    split_towers(state, prefix)
+    split_towers(state, prefix, len(module.towers))
 
 
 # torchvision's AlexNet (one tower, no LRN) in the paper's layer names. Outputs: where in its
@@ -455,9 +520,17 @@ def build_model(config: ModelConfig, devices: Sequence[str | torch.device] | Non
             config.dropout_form,
             config.weight_std,
             config.bias_init,
+            config.activation,
+            config.lrn,
+            config.pool,
+            config.towers,
         )
     if config.arch == "torchvision":
         from torchvision.models import alexnet
+
+        problem = switch_problem(config)
+        if problem:
+            raise ValueError(problem)
 
         if devices is not None and len({str(d) for d in devices}) > 1:
             raise ValueError("arch 'torchvision' has no towers to split; use arch 'paper' for two devices")

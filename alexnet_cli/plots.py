@@ -107,10 +107,13 @@ def plot_runs(
     return output, runs
 
 
-def kernel_grid(weight: np.ndarray, towers: int = 2, scale: int = 4, pad: int = 1) -> np.ndarray:
+def kernel_grid(
+    weight: np.ndarray, towers: int = 2, scale: int = 4, pad: int = 1, shares: np.ndarray | None = None
+) -> np.ndarray:
     """conv1 kernels [K, 3, h, w] -> one RGB uint8 picture: each kernel stretched to [0, 255] on
     its own (as in the paper's Figure 3), enlarged `scale` times, in a grid per tower, the towers
-    side by side (tower 0 left) with a wider gap between them."""
+    side by side (tower 0 left) with a wider gap between them. With `shares` (one value in [0, 1]
+    per kernel: filters.chroma_share), a gauge under each kernel, dark for its share."""
     k, c, h, w = weight.shape
     if c != 3:
         raise ValueError(f"conv1 kernels must have 3 input channels, got {c}")
@@ -118,10 +121,11 @@ def kernel_grid(weight: np.ndarray, towers: int = 2, scale: int = 4, pad: int = 
     hi = weight.reshape(k, -1).max(1)[:, None, None, None]
     kernels = ((weight - lo) / np.maximum(hi - lo, 1e-12) * 255).round().astype(np.uint8)
     kernels = kernels.transpose(0, 2, 3, 1).repeat(scale, 1).repeat(scale, 2)  # [K, h*s, w*s, 3]
+    gauge = 0 if shares is None else max(2, scale) + pad  # the gauge's rows under each kernel
     per_tower = k // towers
     cols = math.ceil(math.sqrt(per_tower * 2 / 3)) if per_tower > 1 else 1  # a landscape block
     rows = math.ceil(per_tower / cols)
-    ch, cw = h * scale + pad, w * scale + pad
+    ch, cw = h * scale + gauge + pad, w * scale + pad
     gap = 4 * pad + scale * 2
     out = np.full((rows * ch + pad, towers * (cols * cw + pad) + (towers - 1) * gap, 3), 255, np.uint8)
     for i in range(k):
@@ -130,15 +134,37 @@ def kernel_grid(weight: np.ndarray, towers: int = 2, scale: int = 4, pad: int = 
         y = pad + r * ch
         x = t * (cols * cw + pad + gap) + pad + col * cw
         out[y : y + h * scale, x : x + w * scale] = kernels[i]
+        if shares is not None:
+            bar = out[y + h * scale + pad : y + h * scale + gauge, x : x + w * scale]
+            bar[:] = 215
+            bar[:, : round(float(shares[i]) * w * scale)] = 40
     return out
 
 
-def draw_filters(weight: np.ndarray, path: str | os.PathLike, towers: int = 2, scale: int = 4) -> None:
-    """Write kernel_grid(...) as a PNG, atomically."""
-    from PIL import Image
+def draw_filters(
+    weight: np.ndarray,
+    path: str | os.PathLike,
+    towers: int = 2,
+    scale: int = 4,
+    shares: np.ndarray | None = None,
+    captions: Sequence[str] = (),
+) -> None:
+    """Write kernel_grid(...) as a PNG, atomically; `captions` (one line or two per tower) go
+    under the towers' grids."""
+    from PIL import Image, ImageDraw
 
+    grid = kernel_grid(weight, towers, scale, shares=shares)
+    if captions:
+        lines = max(caption.count("\n") + 1 for caption in captions)
+        picture = Image.new("RGB", (grid.shape[1], grid.shape[0] + 14 * lines + 6), "white")
+        picture.paste(Image.fromarray(grid))
+        draw = ImageDraw.Draw(picture)
+        for t, caption in enumerate(captions):
+            draw.multiline_text((3 + t * grid.shape[1] // towers, grid.shape[0] + 3), caption, fill="black")
+    else:
+        picture = Image.fromarray(grid)
     with atomic_path(path) as tmp:
-        Image.fromarray(kernel_grid(weight, towers, scale)).save(tmp, format="PNG")
+        picture.save(tmp, format="PNG")
 
 
 Tile = tuple[np.ndarray | None, str]  # a 256x256x3 uint8 image (None: unreadable) and its caption

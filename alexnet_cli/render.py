@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from alexnet_cli.config import MODEL_SWITCHES, ModelConfig
+
 # Rich falls back to 80 columns when output is not a terminal; logs and pipes deserve whole lines.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -151,10 +153,18 @@ def predictions(done: Sequence[Any], title: str) -> None:
 
 
 def layer_table(s: dict[str, Any], arch: str) -> None:
-    towers = arch == "paper"
+    towers = any(r["towers"] for r in s["layers"])
     columns = ["layer", "type", "output", "params", "MACs"] + (["towers", "input"] if towers else [])
+    # the ablation switches away from the paper's (info.summary has them for arch paper)
+    switches = [
+        f"{name} {s[name]}" if name != "lrn" else "no LRN"
+        for name in MODEL_SWITCHES
+        if s.get(name, getattr(ModelConfig, name)) != getattr(ModelConfig, name)
+    ]
     table = _table(
-        f"AlexNet ({arch}), input {'x'.join(map(str, s['input_shape']))}", columns, right=("params", "MACs")
+        f"AlexNet ({', '.join([arch, *switches])}), input {'x'.join(map(str, s['input_shape']))}",
+        columns,
+        right=("params", "MACs"),
     )
     for r in s["layers"]:
         cells = [
@@ -168,6 +178,16 @@ def layer_table(s: dict[str, Any], arch: str) -> None:
     table.add_section()
     table.add_row("total", "", "", f"{s['total_params']:,}", f"{s['total_macs']:,}")
     console.print(table)
+
+
+def colour_towers(colour: dict[str, Any]) -> None:
+    """filters.colour_summary, one line per tower."""
+    for t in colour["towers"]:
+        _say(
+            f"tower {t['tower']}: chroma share mean {t['mean_chroma']:.2f}, median {t['median_chroma']:.2f}; "
+            f"{t['colour_specific']} of {t['kernels']} kernels colour-specific (share > "
+            f"{colour['colour_specific_above']})"
+        )
 
 
 def wrote(text: str) -> None:

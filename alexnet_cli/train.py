@@ -42,7 +42,14 @@ from alexnet_cli.checkpoint import (
     save_checkpoint,
     training_checkpoint,
 )
-from alexnet_cli.config import DROPOUT_FORMS, LEGACY_RECIPE, LIGHTING_UNITS, MOMENTUM_FORMS, TrainConfig
+from alexnet_cli.config import (
+    DROPOUT_FORMS,
+    LEGACY_RECIPE,
+    LIGHTING_UNITS,
+    MOMENTUM_FORMS,
+    TrainConfig,
+    switch_problem,
+)
 from alexnet_cli.data import augment
 from alexnet_cli.data.gpu_decode import DECODES
 from alexnet_cli.data.inputs import PreparedInputs, SyntheticInputs, training_inputs
@@ -71,11 +78,16 @@ RECIPE = (
     "step_epochs",
     "lighting_std",
     "lighting_units",
+    "crop_flip",
     "arch",
     "dropout",
     "dropout_form",
     "bias_init",
     "weight_std",
+    "activation",
+    "lrn",
+    "pool",
+    "towers",
     "seed",
     "limit",
     "synthetic",
@@ -302,7 +314,16 @@ def build_network(
     """The network (the tower split when placed on two devices), initialised alike on every
     rank (section 5), or from --init-from; and what the step calls: it in DDP and/or compiled."""
     model_config = ModelConfig(
-        cfg.arch, len(data.classes), cfg.dropout, cfg.dropout_form, cfg.weight_std, cfg.bias_init
+        arch=cfg.arch,
+        num_classes=len(data.classes),
+        dropout=cfg.dropout,
+        dropout_form=cfg.dropout_form,
+        weight_std=cfg.weight_std,
+        bias_init=cfg.bias_init,
+        activation=cfg.activation,
+        lrn=cfg.lrn,
+        pool=cfg.pool,
+        towers=cfg.towers,
     )
     torch.manual_seed(randomness.torch_seed(randomness.INIT, cfg.seed))  # the same weights on every rank
     model = (
@@ -560,5 +581,11 @@ def check_options(cfg: TrainConfig) -> None:
         raise InputError(f"--resume {cfg.resume}: use --resume last (continue --run-dir) or --resume auto")
     if cfg.lr <= 0 or cfg.workers < 0 or not 0 <= cfg.dropout < 1:
         raise InputError("--lr must be positive, --workers at least 0 and --dropout in [0, 1)")
-    if cfg.arch == "torchvision" and (cfg.gpus == 2 or (cfg.devices and len(cfg.devices) == 2)):
+    split = cfg.gpus == 2 or (cfg.devices and len(cfg.devices) == 2)
+    if cfg.arch == "torchvision" and split:
         raise InputError("--arch torchvision has no towers to split; use --arch paper for two devices")
+    if cfg.towers != "two" and split:
+        raise InputError(f"--towers {cfg.towers} is one tower, for one device: drop --gpus 2 / --devices")
+    problem = switch_problem(cfg)
+    if problem:
+        raise InputError(problem)

@@ -33,7 +33,7 @@ from alexnet_cli.data.format.stats import PixelSums  # noqa: E402
 from alexnet_cli.data.imaging import load_256  # noqa: E402
 from alexnet_cli.data.transforms import preprocess_from_stats  # noqa: E402
 from alexnet_cli.classifier import Classifier  # noqa: E402
-from alexnet_cli.config import EvalConfig  # noqa: E402
+from alexnet_cli.config import EvalConfig, ModelConfig  # noqa: E402
 from alexnet_cli.devices import placement  # noqa: E402
 from alexnet_cli.evaluate import evaluate  # noqa: E402
 from alexnet_cli.model import AlexNet  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> None:
         preprocess = preprocess_from_stats(mean_image)
         preprocess["mean_image"] = preprocess["mean_image"].to(device)
         classes = [(c.wnid, c.name) for c in imagenet_classes()]
-        classifier = Classifier(AlexNet().to(device).eval(), preprocess, classes, "random weights", device)
+        classifier = Classifier(AlexNet().to(device).eval(), preprocess, classes, "random weights", device, ModelConfig())
         center = EvalConfig(data, gpus=args.gpus, batch_size=args.batch_size, workers=args.workers)
         ten = EvalConfig(data, ten_crop=True, gpus=args.gpus, batch_size=args.batch_size, workers=args.workers)
         evaluate(classifier, dataset, center)  # warm-up: allocator, kernels, page cache

@@ -35,6 +35,7 @@ class PreparedInputs:
         rank: DistInfo,
         device: torch.device,
         decode: str = "cpu",
+        crop_flip: bool = True,
     ):
         if not data:
             raise no_dataset()
@@ -68,6 +69,7 @@ class PreparedInputs:
             lighting_std=lighting_std,
             decode=on_cpu,
             crop=not crop_on_device,
+            crop_flip=crop_flip,
         )
         self.val_images = loader.StoredImages(val_split, train=False, decode=on_cpu)
         self.train_indices = loader.subset(len(train_split), limit)
@@ -149,5 +151,14 @@ def training_inputs(
             cfg.batch_size, cfg.num_classes, cfg.seed, cfg.lighting_std, cfg.limit, device, rank.world_size
         )
     return PreparedInputs(
-        cfg.data, cfg.batch_size, cfg.seed, cfg.lighting_std, cfg.limit, cfg.workers, rank, device, cfg.decode
+        cfg.data,
+        cfg.batch_size,
+        cfg.seed,
+        cfg.lighting_std,
+        cfg.limit,
+        cfg.workers,
+        rank,
+        device,
+        cfg.decode,
+        cfg.crop_flip,
     )

@@ -107,7 +107,8 @@ class StoredImages(Dataset):
     """Local batches of a split's images as uint8 NHWC tensors.
 
     train: `{images [n, 224, 224, 3], labels, top, left, flip, alpha, global_size}`, each
-    image's patch and lighting drawn by augment.draw(seed, epoch, index). Otherwise:
+    image's patch and lighting drawn by augment.draw(seed, epoch, index) (the center patch,
+    unreflected, without `crop_flip`). Otherwise:
     `{images [n, 256, 256, 3], labels, global_size}`, whole stored images (the device
     normalises and crops them: transforms.network_input).
 
@@ -125,9 +126,10 @@ class StoredImages(Dataset):
         lighting_std: float = LIGHTING_STD,
         decode: bool = True,
         crop: bool = True,
+        crop_flip: bool = True,
     ):
         self.reader, self.train, self.seed, self.lighting_std = reader, train, seed, lighting_std
-        self.decode, self.crop = decode, crop
+        self.decode, self.crop, self.crop_flip = decode, crop, crop_flip
         self._decoded: np.ndarray | None = None  # one image's decode buffer, reused (made per process)
 
     def __len__(self) -> int:
@@ -159,7 +161,9 @@ class StoredImages(Dataset):
             "global_size": batch.global_size,
         }
         if self.train:
-            d = augment.draws(self.seed, batch.epoch, batch.indices, self.lighting_std)
+            d = augment.draws(
+                self.seed, batch.epoch, batch.indices, self.lighting_std, crop_flip=self.crop_flip
+            )
             out.update(top=d.top, left=d.left, flip=d.flip, alpha=d.alpha.astype(np.float32))
         if not self.decode:
             out["offsets"] = self.reader.read_encoded_into(indices, space)

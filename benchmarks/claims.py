@@ -1,0 +1,387 @@
+"""The paper's claims, measured at small scale: one line per claim with the paper's effect, the
+effect measured here, whether the signs agree, and how it compares with the seed-to-seed noise.
+
+Accuracy claims (sections 3.2-3.4, 4.1, 4.2) train the paper's network with `alexnet train` on
+imagenette-subset (10 ImageNet classes, 2,000 training and 500 validation images), each
+ablation once with the same budget, seed, data, order and augmentation draws as the paper's
+net, which is trained once more with a second seed to show the noise. Every run has its own
+folder and resumes (`--resume auto`), so the script can be stopped and rerun. Section 3.1's
+claim runs benchmarks/figure1.py (a four-layer CNN, ReLU against tanh); section 6.1's reads
+the towers' conv1 kernels of the paper runs (filters.colour_summary).
+
+    python benchmarks/claims.py [--data imagenette-subset.h5] [--out /tmp/claims] [--epochs 10]
+        [--batch-size 32] [--step-epochs 8] [--lr 0.01] [--bias-init 0.1] [--workers 2]
+        [--only 3.2,4.2] [--dry-run]
+
+Writes OUT/claims.json, OUT/claims.md (the table of docs/claims.md) and OUT/figures/: the
+ReLU/tanh curves (relu_tanh.png), dropout against none (dropout.png) and the paper run's conv1
+kernels with their colour gauges (figure3.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import figure1  # noqa: E402
+from _data import build_hdf5, image_folder_splits  # noqa: E402
+
+SUBSET = ROOT.parent / "shared" / "data" / "imagenette-subset"
+
+# Each run: `alexnet train` options on top of the common budget. "paper" is the default network.
+RUNS = {
+    "paper": [],
+    "one-half": ["--towers", "one-half"],
+    "no-lrn": ["--no-lrn"],
+    "plain-pool": ["--pool", "plain"],
+    "no-lighting": ["--lighting", "0"],
+    "no-crop-flip": ["--no-crop-flip"],
+    "no-dropout": ["--dropout", "0"],
+}
+
+
+@dataclass
+class Claim:
+    key: str
+    section: str
+    what: str
+    paper: str  # the paper's effect, in words
+    runs: list[str] = field(default_factory=list)  # RUNS keys against "paper", seed 0
+
+
+CLAIMS = [
+    Claim("3.1", "3.1", "ReLU vs tanh: epochs to 25% training error (four-layer CNN)", "ReLU 6x faster"),
+    Claim(
+        "3.2",
+        "3.2",
+        "two towers vs one tower of half the kernels: val error",
+        "top-1 -1.7, top-5 -1.2",
+        ["one-half"],
+    ),
+    Claim("3.3", "3.3", "LRN vs none: val error", "top-1 -1.4, top-5 -1.2", ["no-lrn"]),
+    Claim(
+        "3.4",
+        "3.4",
+        "overlapping pooling (3/2) vs 2/2: val error; train-val gap",
+        "top-1 -0.4, top-5 -0.3; overfits slightly less",
+        ["plain-pool"],
+    ),
+    Claim("4.1a", "4.1", "PCA lighting vs none: val error", "top-1 more than -1", ["no-lighting"]),
+    Claim(
+        "4.1b",
+        "4.1",
+        "crops and flips vs center patch: train-val gap",
+        "without: overfits substantially",
+        ["no-crop-flip"],
+    ),
+    Claim(
+        "4.2",
+        "4.2",
+        "dropout vs none: train-val gap; epochs to converge",
+        "without: overfits substantially; dropout about 2x the iterations",
+        ["no-dropout"],
+    ),
+    Claim(
+        "6.1",
+        "6.1",
+        "Figure 3: tower 0 colour-agnostic, tower 1 colour-specific (modulo renumbering)",
+        "one tower mostly gray kernels, the other mostly colour",
+    ),
+]
+
+
+def alexnet(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
+    """`alexnet ARGS` from this checkout, in a subprocess (its own memory, its own stop)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "alexnet_cli", *args]
+    print("$ alexnet " + " ".join(args), flush=True)
+    done = subprocess.run(cmd, env=env, capture_output=capture, text=True)
+    if done.returncode != 0:
+        sys.exit(f"failed ({done.returncode}): {' '.join(cmd)}\n{done.stderr[-2000:] if capture else ''}")
+    return done
+
+
+def train_run(name: str, seed: int, a: argparse.Namespace) -> dict:
+    """The run's final numbers: train it (or continue it), then score the training split the way
+    the validation split is scored (center crop, eval mode) for the train-val gap."""
+    from alexnet_cli.plots import read_metrics
+
+    run_dir = a.out / "runs" / f"{name}-s{seed}"
+    options = [
+        "--epochs",
+        str(a.epochs),
+        "--batch-size",
+        str(a.batch_size),
+        "--lr",
+        str(a.lr),
+        "--bias-init",
+        str(a.bias_init),
+        "--schedule",
+        "step",
+        "--step-epochs",
+        str(a.step_epochs),
+        "--workers",
+        str(a.workers),
+        "--gpus",
+        "0",
+        "--seed",
+        str(seed),
+        "--log-every",
+        "50",
+        "--checkpoint-minutes",
+        "10",
+    ]
+    started = time.time()
+    alexnet(
+        "train", "--data", str(a.data), "--run-dir", str(run_dir), "--resume", "auto", *options, *RUNS[name]
+    )
+    scored = run_dir / "train_eval.json"
+    if not scored.exists():
+        out = alexnet(
+            "eval",
+            str(run_dir / "last.pt"),
+            "--data",
+            str(a.data),
+            "--split",
+            "train",
+            "--center-crop",
+            "--workers",
+            str(a.workers),
+            "--json",
+            capture=True,
+        ).stdout
+        scored.write_text(out)
+    rows = read_metrics(run_dir)
+    last, train = rows[-1], json.loads(scored.read_text())
+    return {
+        "run": f"{name}-s{seed}",
+        "command": "alexnet train " + " ".join(options + RUNS[name]),
+        "epochs": last["epoch"],
+        "val_top1": last["val_top1"],
+        "val_top5": last["val_top5"],
+        "train_top1": train["top1"],  # eval mode, center crop, every training image
+        "gap": train["top1"] - last["val_top1"],
+        "train_loss": [r["train_loss"] for r in rows],
+        "val_top1_curve": [r["val_top1"] for r in rows],
+        "seconds": last["elapsed_s"],
+        "wall_here_s": time.time() - started,
+        "metrics": rows,
+    }
+
+
+def error_effect(paper: dict, other: dict) -> tuple[float, float]:
+    """(top-1, top-5) validation error of the paper's net minus the ablation's, in points:
+    negative when the paper's ingredient helps, as the paper reports it."""
+    return (other["val_top1"] - paper["val_top1"], other["val_top5"] - paper["val_top5"])
+
+
+def epochs_to_loss(losses: list[float], level: float) -> int | None:
+    return next((i + 1 for i, v in enumerate(losses) if v <= level), None)
+
+
+def colour(run_dir: Path) -> dict:
+    from alexnet_cli.filters import colour_summary, conv1_kernels
+
+    return colour_summary(conv1_kernels(run_dir / "last.pt"))
+
+
+def specialised(c: dict) -> bool:
+    """Section 6.1's pattern: one tower mostly colour-agnostic, the other mostly colour-specific."""
+    counts = sorted(t["colour_specific"] / t["kernels"] for t in c["towers"])
+    return len(counts) == 2 and counts[0] < 0.5 < counts[1]
+
+
+def fmt(v: float | None, digits: int = 1) -> str:
+    return "n/a" if v is None else f"{v:+.{digits}f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--data", type=Path, help="imagenette-subset prepared (default: built from ../shared/data into OUT)"
+    )
+    p.add_argument("--out", type=Path, default=Path("/tmp/claims"))
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--step-epochs", type=int, default=8, help="lr / 10 after this many epochs")
+    p.add_argument("--lr", type=float, default=0.01)
+    # Caffe's bias 0.1, not the paper's 1: without dropout fc7 and fc8 see inputs twice the size
+    # the paper's dropout gives them in training, which is what made bias 1 blow up with inverted
+    # dropout (docs/training.md, "Bias 1"); 0.1 keeps that failure out of the no-dropout ablation.
+    p.add_argument("--bias-init", type=float, default=0.1)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--seeds", default="0,1", help="the first seeds every run; the others repeat the paper's net"
+    )
+    p.add_argument("--only", default="", help="claims to run, e.g. 3.1,4.2 (default: all)")
+    p.add_argument("--figure1-lrs", default="0.03,0.01,0.1,0.003")
+    p.add_argument("--figure1-max-epochs", type=int, default=150)
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    a = p.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    claims = [c for c in CLAIMS if not a.only or c.key in a.only.split(",")]
+    needed = ["paper"] + [r for c in claims for r in c.runs]
+    plan = [(r, seeds[0]) for r in dict.fromkeys(needed)] + [("paper", s) for s in seeds[1:]]
+    print(
+        f"{len(plan)} AlexNet runs of {a.epochs} epochs (batch {a.batch_size}): "
+        + ", ".join(f"{r}-s{s}" for r, s in plan),
+        flush=True,
+    )
+    if a.dry_run:
+        return
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.data is None:
+        splits, classes = image_folder_splits(SUBSET)
+        a.data = build_hdf5(a.out / "data" / "imagenette-subset.h5", splits, classes)
+    machine = {
+        "cpus": os.cpu_count(),
+        "load_at_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    figures = a.out / "figures"
+    figures.mkdir(exist_ok=True)
+
+    budget = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}
+    results: dict = {"machine": machine, "budget": budget, "claims": {}}
+    if any(c.key == "3.1" for c in claims):
+        started = time.time()
+        m = figure1.measure(
+            a.out / "figure1",
+            [float(v) for v in a.figure1_lrs.split(",")],
+            seeds,
+            max_epochs=a.figure1_max_epochs,
+        )
+        figure1.draw(m, figures / "relu_tanh.png")
+        results["figure1"] = {k: v for k, v in m.items() if k != "best"} | {
+            "wall_here_s": time.time() - started
+        }
+    runs = {f"{r}-s{s}": train_run(r, s, a) for r, s in plan}
+    machine["load_at_end"] = os.getloadavg()
+    machine["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+
+    paper = runs[f"paper-s{seeds[0]}"]
+    others = [runs[f"paper-s{s}"] for s in seeds[1:]]
+    noise1 = max((abs(o["val_top1"] - paper["val_top1"]) for o in others), default=None)
+    noise5 = max((abs(o["val_top5"] - paper["val_top5"]) for o in others), default=None)
+    noise_gap = max((abs(o["gap"] - paper["gap"]) for o in others), default=None)
+    results["noise"] = {
+        "val_top1": noise1,
+        "val_top5": noise5,
+        "gap": noise_gap,
+        "seeds": seeds,
+        "paper_runs": [paper["run"]] + [o["run"] for o in others],
+    }
+
+    lines = []
+    for c in claims:
+        out: dict = {"paper": c.paper, "what": c.what}
+        if c.key == "3.1":
+            f = results["figure1"]
+            ratios = [r for r in f["ratios"].values()]
+            out["measured"] = "tanh/ReLU epochs: " + ", ".join(
+                f"{r:.1f}x (seed {s})" if r else f"not reached (seed {s})" for s, r in f["ratios"].items()
+            )
+            out["agrees"] = all(r is not None and r > 1 for r in ratios)
+        elif c.key == "6.1":
+            shares = {r: colour(a.out / "runs" / r) for r in results["noise"]["paper_runs"]}
+            out["colour"] = shares
+            out["measured"] = "; ".join(
+                f"{r}: "
+                + ", ".join(
+                    f"tower {t['tower']} {t['colour_specific']}/{t['kernels']} colour-specific "
+                    f"(mean chroma {t['mean_chroma']:.2f})"
+                    for t in s["towers"]
+                )
+                for r, s in shares.items()
+            )
+            out["agrees"] = all(specialised(s) for s in shares.values())
+            alexnet(
+                "filters",
+                str(a.out / "runs" / paper["run"] / "last.pt"),
+                "-o",
+                str(figures / "figure3.png"),
+                "--force",
+            )
+        else:
+            other = runs[f"{c.runs[0]}-s{seeds[0]}"]
+            d1, d5 = error_effect(paper, other)
+            dgap = paper["gap"] - other["gap"]  # negative: the paper's net overfits less
+            out.update(top1=d1, top5=d5, gap=dgap, other_run=other["run"])
+            if c.key in ("3.2", "3.3", "3.4", "4.1a"):
+                out["measured"] = f"top-1 {fmt(d1)}, top-5 {fmt(d5)}"
+                out["agrees"] = d1 < 0
+                if c.key == "3.4":
+                    out["measured"] += f"; gap {fmt(dgap)}"
+                    out["agrees"] = d1 < 0 and dgap < 0
+            else:  # overfitting claims: the ablation's train-val gap minus the paper net's
+                out["measured"] = (
+                    f"gap {fmt(-dgap)} without (gaps {other['gap']:.1f} vs {paper['gap']:.1f}); "
+                    f"val top-1 {fmt(d1)}"
+                )
+                out["agrees"] = -dgap > 0
+                if c.key == "4.2":
+                    level = paper["train_loss"][-1]
+                    e_drop, e_none = (
+                        epochs_to_loss(paper["train_loss"], level),
+                        epochs_to_loss(other["train_loss"], level),
+                    )
+                    out["epochs_to_loss"] = {"level": level, "dropout": e_drop, "none": e_none}
+                    ratio = e_drop / e_none if e_drop and e_none else None
+                    out["measured"] += f"; epochs to train loss {level:.2f}: {e_drop} vs {e_none}" + (
+                        f" ({ratio:.1f}x)" if ratio else ""
+                    )
+        out["beyond_noise"] = None
+        if "top1" in out and noise1 is not None:
+            size = abs(out["gap"] if c.key in ("4.1b", "4.2") else out["top1"])
+            out["beyond_noise"] = size > (noise_gap if c.key in ("4.1b", "4.2") else noise1)
+        results["claims"][c.key] = out
+        lines.append(
+            f"{c.key} {c.what} | paper: {c.paper} | measured: {out['measured']} | "
+            f"sign agrees: {'yes' if out['agrees'] else 'no'}"
+            + (
+                ""
+                if out["beyond_noise"] is None
+                else f" | beyond seed noise: {'yes' if out['beyond_noise'] else 'no'}"
+            )
+        )
+
+    if "no-dropout" in needed:
+        from alexnet_cli.plots import draw_runs
+
+        draw_runs(
+            {"dropout 0.5": paper["metrics"], "no dropout": runs[f"no-dropout-s{seeds[0]}"]["metrics"]},
+            figures / "dropout.png",
+            title="section 4.2 at small scale: dropout vs none (imagenette-subset)",
+        )
+    results["runs"] = {k: {kk: vv for kk, vv in v.items() if kk != "metrics"} for k, v in runs.items()}
+    (a.out / "claims.json").write_text(json.dumps(results, indent=1))
+    table = ["| claim | paper | measured here | agrees? |", "|---|---|---|---|"]
+    table += [
+        f"| {c.key} {c.what} | {c.paper} | {results['claims'][c.key]['measured']} | "
+        f"{'yes' if results['claims'][c.key]['agrees'] else 'no'} |"
+        for c in claims
+    ]
+    (a.out / "claims.md").write_text("\n".join(table) + "\n")
+    print()
+    print(
+        f"seed noise (paper's net, seeds {a.seeds}): val top-1 {noise1}, top-5 {noise5}, "
+        f"train-val gap {noise_gap}"
+    )
+    for line in lines:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
