@@ -216,7 +216,10 @@ def fmt(v: float | None, digits: int = 1) -> str:
     return "n/a" if v is None else f"{v:+.{digits}f}"
 
 
-def main() -> None:
+OVERFITTING = ("4.1b", "4.2")  # judged by the train-val gap; the others by val error
+
+
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
         "--data", type=Path, help="imagenette-subset prepared (default: built from ../shared/data into OUT)"
@@ -238,7 +241,131 @@ def main() -> None:
     p.add_argument("--figure1-lrs", default="0.03,0.01,0.1,0.003")
     p.add_argument("--figure1-max-epochs", type=int, default=150)
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
-    a = p.parse_args()
+    return p.parse_args()
+
+
+def relu_tanh_claim(f: dict) -> dict:
+    """Section 3.1 from figure1.measure's result: tanh's epochs over ReLU's, per seed."""
+    ratios = list(f["ratios"].values())
+    measured = "tanh/ReLU epochs: " + ", ".join(
+        f"{r:.1f}x (seed {s})" if r else f"not reached (seed {s})" for s, r in f["ratios"].items()
+    )
+    return {"measured": measured, "agrees": all(r is not None and r > 1 for r in ratios)}
+
+
+def towers_claim(run_dirs: dict[str, Path]) -> dict:
+    """Section 6.1 from the paper runs' conv1 kernels: does one tower hold the gray kernels?"""
+    shares = {name: colour(d) for name, d in run_dirs.items()}
+    measured = "; ".join(
+        f"{name}: "
+        + ", ".join(
+            f"tower {t['tower']} {t['colour_specific']}/{t['kernels']} colour-specific "
+            f"(mean chroma {t['mean_chroma']:.2f})"
+            for t in s["towers"]
+        )
+        for name, s in shares.items()
+    )
+    return {"colour": shares, "measured": measured, "agrees": all(specialised(s) for s in shares.values())}
+
+
+def accuracy_claim(key: str, paper: dict, other: dict) -> dict:
+    """An ablation's effect: val error (3.2-3.4, 4.1a) or overfitting (4.1b, 4.2), the paper's
+    net against the net without the ingredient."""
+    d1, d5 = error_effect(paper, other)
+    dgap = paper["gap"] - other["gap"]  # negative: the paper's net overfits less
+    out = {"top1": d1, "top5": d5, "gap": dgap, "other_run": other["run"]}
+    if key not in OVERFITTING:
+        out["measured"] = f"top-1 {fmt(d1)}, top-5 {fmt(d5)}"
+        out["agrees"] = d1 < 0
+        if key == "3.4":  # "and overfits slightly less"
+            out["measured"] += f"; gap {fmt(dgap)}"
+            out["agrees"] = d1 < 0 and dgap < 0
+        return out
+    out["measured"] = (
+        f"gap {fmt(-dgap)} without (gaps {other['gap']:.1f} vs {paper['gap']:.1f}); val top-1 {fmt(d1)}"
+    )
+    out["agrees"] = -dgap > 0
+    if key == "4.2":  # "dropout roughly doubles the number of iterations required to converge"
+        level = paper["train_loss"][-1]
+        e_drop = epochs_to_loss(paper["train_loss"], level)
+        e_none = epochs_to_loss(other["train_loss"], level)
+        out["epochs_to_loss"] = {"level": level, "dropout": e_drop, "none": e_none}
+        ratio = e_drop / e_none if e_drop and e_none else None
+        out["measured"] += f"; epochs to train loss {level:.2f}: {e_drop} vs {e_none}" + (
+            f" ({ratio:.1f}x)" if ratio else ""
+        )
+    return out
+
+
+def seed_noise(paper: dict, repeats: list[dict], n_val: int) -> dict:
+    """How far the paper net's own numbers moved with another seed (None without a repeat)."""
+
+    def spread(key: str) -> float | None:
+        return max((abs(o[key] - paper[key]) for o in repeats), default=None)
+
+    return {
+        "val_images": n_val,
+        "val_top1": spread("val_top1"),
+        "val_top5": spread("val_top5"),
+        "gap": spread("gap"),
+        "paper_runs": [paper["run"]] + [o["run"] for o in repeats],
+    }
+
+
+def against_noise(key: str, out: dict, paper: dict, other: dict, noise: dict) -> dict:
+    """Two yardsticks, the larger one counts: the paper net's own change with another seed (one
+    repeat: a rough guess), and twice the sampling error of a top-1 difference on the
+    validation images (for the train-val gaps: their validation side's alone)."""
+    if noise["val_top1"] is None:
+        return {"beyond_noise": None}
+    se = sampling_se(paper["val_top1"], other["val_top1"], noise["val_images"])
+    if key in OVERFITTING:
+        size, seeds = abs(out["gap"]), noise["gap"]
+    else:
+        size, seeds = abs(out["top1"]), noise["val_top1"]
+    bar = max(seeds, 2 * se)
+    return {"sampling_se_top1": se, "noise_bar": bar, "beyond_noise": size > bar}
+
+
+def verdict(c: Claim, out: dict) -> str:
+    line = (
+        f"{c.key} {c.what} | paper: {c.paper} | measured: {out['measured']} | "
+        f"sign agrees: {'yes' if out['agrees'] else 'no'}"
+    )
+    if out["beyond_noise"] is not None:
+        line += f" | beyond noise ({out['noise_bar']:.1f}): {'yes' if out['beyond_noise'] else 'no'}"
+    return line
+
+
+def table(claims: list[Claim], judged: dict) -> str:
+    """docs/claims.md's table."""
+
+    def noise_cell(out: dict) -> str:
+        if out["beyond_noise"] is None:
+            return "-"
+        return f"{'yes' if out['beyond_noise'] else 'no'} ({out['noise_bar']:.1f})"
+
+    rows = [
+        "| claim | paper | measured here | sign agrees? | beyond noise? (bar, points) |",
+        "|---|---|---|---|---|",
+    ]
+    for c in claims:
+        out = judged[c.key]
+        rows.append(
+            f"| {c.key} {c.what} | {c.paper} | {out['measured']} | "
+            f"{'yes' if out['agrees'] else 'no'} | {noise_cell(out)} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    part = path.with_name(path.name + ".part")
+    part.write_text(text)
+    os.replace(part, path)
+
+
+def main() -> None:
+    a = parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
     claims = [c for c in CLAIMS if not a.only or c.key in a.only.split(",")]
     needed = ["paper"] + [r for c in claims for r in c.runs]
@@ -262,124 +389,41 @@ def main() -> None:
     }
     figures = a.out / "figures"
     figures.mkdir(exist_ok=True)
-
     budget = {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}
     results: dict = {"machine": machine, "budget": budget, "claims": {}}
+
+    # The runs: Figure 1's small nets, then every AlexNet run of the plan (each resumes).
     if any(c.key == "3.1" for c in claims):
         started = time.time()
-        m = figure1.measure(
-            a.out / "figure1",
-            [float(v) for v in a.figure1_lrs.split(",")],
-            seeds,
-            max_epochs=a.figure1_max_epochs,
-        )
+        lrs = [float(v) for v in a.figure1_lrs.split(",")]
+        m = figure1.measure(a.out / "figure1", lrs, seeds, max_epochs=a.figure1_max_epochs)
         figure1.draw(m, figures / "relu_tanh.png")
-        results["figure1"] = {k: v for k, v in m.items() if k != "best"} | {
-            "wall_here_s": time.time() - started
-        }
+        results["figure1"] = {k: v for k, v in m.items() if k != "best"}
+        results["figure1"]["wall_here_s"] = time.time() - started
     runs = {f"{r}-s{s}": train_run(r, s, a) for r, s in plan}
     machine["load_at_end"] = os.getloadavg()
     machine["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
 
-    paper = runs[f"paper-s{seeds[0]}"]
-    others = [runs[f"paper-s{s}"] for s in seeds[1:]]
-    noise1 = max((abs(o["val_top1"] - paper["val_top1"]) for o in others), default=None)
-    noise5 = max((abs(o["val_top5"] - paper["val_top5"]) for o in others), default=None)
-    noise_gap = max((abs(o["gap"] - paper["gap"]) for o in others), default=None)
+    # The verdicts.
     from alexnet_cli.data.format.index import PreparedDataset
 
+    paper = runs[f"paper-s{seeds[0]}"]
     n_val = PreparedDataset(a.data).splits["val"].images
-    results["noise"] = {
-        "val_images": n_val,
-        "val_top1": noise1,
-        "val_top5": noise5,
-        "gap": noise_gap,
-        "seeds": seeds,
-        "paper_runs": [paper["run"]] + [o["run"] for o in others],
+    noise = results["noise"] = seed_noise(paper, [runs[f"paper-s{s}"] for s in seeds[1:]], n_val) | {
+        "seeds": seeds
     }
-
-    lines = []
     for c in claims:
-        out: dict = {"paper": c.paper, "what": c.what}
         if c.key == "3.1":
-            f = results["figure1"]
-            ratios = [r for r in f["ratios"].values()]
-            out["measured"] = "tanh/ReLU epochs: " + ", ".join(
-                f"{r:.1f}x (seed {s})" if r else f"not reached (seed {s})" for s, r in f["ratios"].items()
-            )
-            out["agrees"] = all(r is not None and r > 1 for r in ratios)
+            out = relu_tanh_claim(results["figure1"]) | {"beyond_noise": None}
         elif c.key == "6.1":
-            shares = {r: colour(a.out / "runs" / r) for r in results["noise"]["paper_runs"]}
-            out["colour"] = shares
-            out["measured"] = "; ".join(
-                f"{r}: "
-                + ", ".join(
-                    f"tower {t['tower']} {t['colour_specific']}/{t['kernels']} colour-specific "
-                    f"(mean chroma {t['mean_chroma']:.2f})"
-                    for t in s["towers"]
-                )
-                for r, s in shares.items()
-            )
-            out["agrees"] = all(specialised(s) for s in shares.values())
-            alexnet(
-                "filters",
-                str(a.out / "runs" / paper["run"] / "last.pt"),
-                "-o",
-                str(figures / "figure3.png"),
-                "--force",
-            )
+            out = towers_claim({r: a.out / "runs" / r for r in noise["paper_runs"]}) | {"beyond_noise": None}
+            last = a.out / "runs" / paper["run"] / "last.pt"
+            alexnet("filters", str(last), "-o", str(figures / "figure3.png"), "--force")
         else:
             other = runs[f"{c.runs[0]}-s{seeds[0]}"]
-            d1, d5 = error_effect(paper, other)
-            dgap = paper["gap"] - other["gap"]  # negative: the paper's net overfits less
-            out.update(top1=d1, top5=d5, gap=dgap, other_run=other["run"])
-            if c.key in ("3.2", "3.3", "3.4", "4.1a"):
-                out["measured"] = f"top-1 {fmt(d1)}, top-5 {fmt(d5)}"
-                out["agrees"] = d1 < 0
-                if c.key == "3.4":
-                    out["measured"] += f"; gap {fmt(dgap)}"
-                    out["agrees"] = d1 < 0 and dgap < 0
-            else:  # overfitting claims: the ablation's train-val gap minus the paper net's
-                out["measured"] = (
-                    f"gap {fmt(-dgap)} without (gaps {other['gap']:.1f} vs {paper['gap']:.1f}); "
-                    f"val top-1 {fmt(d1)}"
-                )
-                out["agrees"] = -dgap > 0
-                if c.key == "4.2":
-                    level = paper["train_loss"][-1]
-                    e_drop, e_none = (
-                        epochs_to_loss(paper["train_loss"], level),
-                        epochs_to_loss(other["train_loss"], level),
-                    )
-                    out["epochs_to_loss"] = {"level": level, "dropout": e_drop, "none": e_none}
-                    ratio = e_drop / e_none if e_drop and e_none else None
-                    out["measured"] += f"; epochs to train loss {level:.2f}: {e_drop} vs {e_none}" + (
-                        f" ({ratio:.1f}x)" if ratio else ""
-                    )
-        out["beyond_noise"] = None
-        if "top1" in out and noise1 is not None:
-            # Two yardsticks, the larger one counts: the paper net's own change with another
-            # seed (one repeat: a rough guess), and twice the sampling error of a top-1
-            # difference on n_val images (the train-val gaps: the validation side's alone).
-            other = runs[out["other_run"]]
-            se = sampling_se(paper["val_top1"], other["val_top1"], n_val)
-            out["sampling_se_top1"] = se
-            if c.key in ("4.1b", "4.2"):
-                size, bar = abs(out["gap"]), max(noise_gap, 2 * se)
-            else:
-                size, bar = abs(out["top1"]), max(noise1, 2 * se)
-            out["noise_bar"] = bar
-            out["beyond_noise"] = size > bar
-        results["claims"][c.key] = out
-        lines.append(
-            f"{c.key} {c.what} | paper: {c.paper} | measured: {out['measured']} | "
-            f"sign agrees: {'yes' if out['agrees'] else 'no'}"
-            + (
-                ""
-                if out["beyond_noise"] is None
-                else f" | beyond noise ({out['noise_bar']:.1f}): {'yes' if out['beyond_noise'] else 'no'}"
-            )
-        )
+            out = accuracy_claim(c.key, paper, other)
+            out |= against_noise(c.key, out, paper, other, noise)
+        results["claims"][c.key] = {"paper": c.paper, "what": c.what} | out
 
     if "no-dropout" in needed:
         from alexnet_cli.plots import draw_runs
@@ -390,31 +434,18 @@ def main() -> None:
             title="section 4.2 at small scale: dropout vs none (imagenette-subset)",
         )
     results["runs"] = {k: {kk: vv for kk, vv in v.items() if kk != "metrics"} for k, v in runs.items()}
-    (a.out / "claims.json").write_text(json.dumps(results, indent=1))
-
-    def noise_cell(out: dict) -> str:
-        if out["beyond_noise"] is None:
-            return "-"
-        return f"{'yes' if out['beyond_noise'] else 'no'} ({out['noise_bar']:.1f})"
-
-    table = [
-        "| claim | paper | measured here | sign agrees? | beyond noise? (bar, points) |",
-        "|---|---|---|---|---|",
-    ]
-    table += [
-        f"| {c.key} {c.what} | {c.paper} | {results['claims'][c.key]['measured']} | "
-        f"{'yes' if results['claims'][c.key]['agrees'] else 'no'} | {noise_cell(results['claims'][c.key])} |"
-        for c in claims
-    ]
-    (a.out / "claims.md").write_text("\n".join(table) + "\n")
+    write_atomically(a.out / "claims.json", json.dumps(results, indent=1))
+    write_atomically(a.out / "claims.md", table(claims, results["claims"]))
     print()
-    print(
-        f"seed noise (paper's net, seeds {a.seeds}): val top-1 {noise1:.1f}, top-5 {noise5:.1f}, "
-        f"train-val gap {noise_gap:.1f} points; sampling error of a top-1 difference on {n_val} "
-        f"val images about {sampling_se(paper['val_top1'], paper['val_top1'], n_val):.1f} points"
-    )
-    for line in lines:
-        print(line)
+    if noise["val_top1"] is not None:
+        print(
+            f"seed noise (paper's net, seeds {a.seeds}): val top-1 {noise['val_top1']:.1f}, "
+            f"top-5 {noise['val_top5']:.1f}, train-val gap {noise['gap']:.1f} points; sampling error "
+            f"of a top-1 difference on {n_val} val images about "
+            f"{sampling_se(paper['val_top1'], paper['val_top1'], n_val):.1f} points"
+        )
+    for c in claims:
+        print(verdict(c, results["claims"][c.key]))
 
 
 if __name__ == "__main__":
