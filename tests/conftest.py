@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from alexnet_cli.progress import TrainProgress
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 SHARED_DATA = Path(os.environ.get("ALEXNET_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -202,3 +204,15 @@ def make_dataset(root: Path, classes: int = 2, train_per_class: int = 4, val_per
     class_table = [(f"n{c:08d}", f"class {c}") for c in range(classes)]
     write_index(index, class_table, splits, train_sums, {"codec": codec})
     return index
+
+
+
+class Losses(TrainProgress):
+    """Training progress that records each step's loss and shows nothing."""
+
+    def __init__(self):
+        super().__init__(enabled=False)
+        self.values = []
+
+    def step(self, step, loss, lr, images):
+        self.values.append(loss)

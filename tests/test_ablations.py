@@ -30,7 +30,7 @@ from alexnet_cli.info import summary
 from alexnet_cli.model import AlexNet, LocalResponseNorm, build_model, layer_output
 from alexnet_cli.progress import TrainProgress
 from alexnet_cli.train import train
-from tests.conftest import make_dataset, run_cli
+from tests.conftest import Losses, make_dataset, run_cli
 
 QUIET = TrainProgress(enabled=False)
 SWITCHED = [
@@ -136,24 +136,6 @@ def test_switches_change_the_modules_the_way_they_say():
     assert (fc7.abs() <= 0.5).all() and (fc7 < 0).any()  # tanh, times the paper's 0.5 at test
 
 
-@pytest.mark.parametrize("switch", [dict(activation="tanh", lrn=False, pool="plain")])
-def test_the_split_honours_the_switches(switch):
-    torch.manual_seed(1)
-    single = AlexNet(num_classes=4, bias_init=0.1, **switch)
-    split = AlexNet(num_classes=4, bias_init=0.1, devices=("cpu", "cpu"), **switch)
-    split.load_state_dict(single.state_dict())
-    x = torch.randn(2, 3, 224, 224) * 50
-    torch.manual_seed(2)
-    a = single(x)
-    torch.manual_seed(2)
-    b = split(x)
-    torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
-    a.square().sum().backward()
-    b.square().sum().backward()
-    for (n, p), q in zip(single.named_parameters(), split.parameters(), strict=True):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=n)
-
-
 def test_a_one_tower_net_runs_its_modules_alike_and_refuses_two_devices():
     torch.manual_seed(3)
     fast = AlexNet(num_classes=3, towers="one-half").eval()
@@ -248,15 +230,6 @@ def data(tmp_path_factory):
     return make_dataset(
         tmp_path_factory.mktemp("ablation-data"), classes=2, train_per_class=4, val_per_class=2
     )
-
-
-class Losses(TrainProgress):
-    def __init__(self):
-        super().__init__(enabled=False)
-        self.values = []
-
-    def step(self, step, loss, lr, images):
-        self.values.append(loss)
 
 
 def test_a_switched_net_trains_and_its_checkpoint_says_how(data, tmp_path):

@@ -23,7 +23,7 @@ from alexnet_cli.progress import TrainProgress
 from alexnet_cli.config import TrainConfig
 from alexnet_cli.run_folder import METRIC_COLUMNS
 from alexnet_cli.train import train
-from tests.conftest import REPO_ROOT, make_dataset, run_cli
+from tests.conftest import REPO_ROOT, Losses, make_dataset, run_cli
 
 QUIET = TrainProgress(enabled=False)
 
@@ -138,15 +138,6 @@ def test_sigterm_finishes_the_step_writes_last_pt_exits_75_and_resumes_exactly(d
     assert stopped["step"] >= 1
     train(config(data, tmp_path, resume="auto"), QUIET)
     assert_same_weights(weights(tmp_path / "last.pt"), weights(straight[0] / "last.pt"))
-
-
-class Losses(TrainProgress):
-    def __init__(self):
-        super().__init__(enabled=False)
-        self.values = []
-
-    def step(self, step, loss, lr, images):
-        self.values.append(loss)
 
 
 # The same 4 images every step (--limit 4 is one batch); bias 0.1 is the documented Caffe option.
