@@ -240,7 +240,7 @@ _Decode = Annotated[
     str,
     typer.Option(
         "--decode",
-        help="'cpu': loader workers decode the JPEGs; 'gpu': the training GPU does (nvJPEG), "
+        help="'cpu': loader workers decode the JPEGs; 'gpu': the GPU does (nvJPEG), "
         "for few CPU cores per GPU.",
     ),
 ]
@@ -386,6 +386,7 @@ def eval_(
     ),
     arch: str | None = typer.Option(None, help=ARCH_HELP),
     weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
+    decode: _Decode = E.decode,
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     per_class: Path | None = typer.Option(None, help="Write per-class accuracy as CSV to this file."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --per-class file."),
@@ -400,7 +401,8 @@ def eval_(
         raise no_checkpoint()
     if per_class is not None:
         check_new_file(per_class, force)
-    result = run_eval(EvalConfig(data, split, ten_crop, gpus, batch_size, workers), checkpoint, arch, weights)
+    config = EvalConfig(data, split, ten_crop, gpus, batch_size, workers, decode)
+    result = run_eval(config, checkpoint, arch, weights)
     if not result.is_main:
         return
     if per_class is not None:

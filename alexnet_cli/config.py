@@ -146,6 +146,7 @@ class EvalConfig:
     gpus: int | None = None  # 0: CPU, 1: one GPU, 2: the paper's two-GPU split; None: 1 if CUDA is present
     batch_size: int = 128  # images per batch, crops per forward pass (10 passes a batch with ten_crop)
     workers: int | None = None  # loader worker processes; None: the cores per rank, at most 8
+    decode: str = "cpu"  # "gpu": the GPU decodes the stored JPEGs (nvJPEG; data/gpu_decode.py)
 
 
 @dataclass

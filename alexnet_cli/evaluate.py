@@ -27,6 +27,7 @@ from alexnet_cli.config import EvalConfig
 from alexnet_cli.data import loader
 from alexnet_cli.data.format.index import PreparedDataset
 from alexnet_cli.data.format.reader import SplitReader
+from alexnet_cli.data.gpu_decode import DECODES, GpuDecoder
 from alexnet_cli.devices import placement, usable_cores
 from alexnet_cli.errors import InputError
 from alexnet_cli.fileio import atomic_path
@@ -60,12 +61,21 @@ def score_split(
     ten_crop: bool = False,
     batch_size: int = 128,
     workers: int = 0,
+    decode: str = "cpu",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (probabilities [B, classes], the dataset's labels [B]) on the device, batch by batch.
-    Forward passes take at most `batch_size` crops."""
-    pin = classifier.device.type == "cuda"
+    Forward passes take at most `batch_size` crops. decode="gpu": the workers read the stored
+    JPEGs and the device decodes them (data/gpu_decode.py; refused without CUDA)."""
+    # On CUDA the images go to the device from the workers' buffers (DMA); on the CPU the
+    # forward pass reads them there, borrowed until the next batch.
+    cuda = classifier.device.type == "cuda"
+    if decode == "gpu":
+        take = GpuDecoder(classifier.device)
+    else:
+        take = loader.ToDevice(classifier.device) if cuda else None
+    stored_images = loader.StoredImages(reader, train=False, decode=decode != "gpu")
     with closing(
-        loader.batch_loader(loader.StoredImages(reader, train=False), batches, workers, pin)
+        loader.batch_loader(stored_images, batches, workers, pin_memory=cuda, take=take, borrow=True)
     ) as stored:
         for batch in stored:
             probs = classifier.probabilities(batch["images"], ten_crop, max_crops=batch_size)
@@ -138,7 +148,7 @@ def evaluate(
     workers = loader_workers() if config.workers is None else config.workers
     start = time.perf_counter()
     for probs, labels in score_split(
-        classifier, reader, batches, config.ten_crop, config.batch_size, workers
+        classifier, reader, batches, config.ten_crop, config.batch_size, workers, config.decode
     ):
         y = to_network[labels]
         counts += class_counts(topk_correct(probs, y), y, num_classes)
@@ -173,6 +183,8 @@ def run_eval(
     weights: str | os.PathLike | None = None,
 ) -> EvalResult:
     """`alexnet eval`: join torchrun's process group if launched by it, load, score, reduce."""
+    if config.decode not in DECODES:
+        raise InputError(f"--decode {config.decode}: choose one of {', '.join(DECODES)}")
     dataset = PreparedDataset(config.data)
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     place = placement(config.gpus, local_rank=local_rank)  # checked before joining the group

@@ -11,13 +11,14 @@ interleaved so that a noisy machine slows both alike. The last line prints the r
     python benchmarks/bench_loader.py [--workers 2] [--batch-size 128] [--rounds 3]
 
 --device-mode: the path that feeds a GPU instead, against the decode bound. Workers read and
-decode whole images; the main process only takes each batch out of the workers' shared memory
-(on to the GPU when there is one, which cuts and reflects the patches and does the float
-work: loader.CropOnDevice). In the same rounds: decoding alone, one process, the fastest decoder
+decode whole images; the main process only hands each batch on from the workers' shared memory
+(to the GPU by DMA when there is one, which cuts and reflects the patches and does the float
+work: loader.ToDevice; without one it borrows the batch, and in a fourth measurement copies it
+out, what a copy from unregistered memory costs). In the same rounds: decoding alone, one process, the fastest decoder
 installed (the bound a worker core could reach), then the loader with 1 and with 2 workers.
 The last line: `device-mode: X img/s per worker core = Y% of decode bound; 1->2 workers Z x`.
 
-    python benchmarks/bench_loader.py --device-mode [--rounds 5] [--passes 8]
+    python benchmarks/bench_loader.py --device-mode [--rounds 5] [--passes 32]
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def ours(index: Path, workers: int, batch_size: int, epoch: int, passes: int) ->
     images = loader.StoredImages(ds.split("train"), train=True, seed=0)
     batches = loader.epoch_batches(np.tile(np.arange(len(images)), passes), batch_size, seed=0, epoch=epoch)
     with measured() as m:
-        for batch in loader.batch_loader(images, batches, workers):
+        # borrowed, as `alexnet train` on the CPU takes them: train_input makes new tensors first
+        for batch in loader.batch_loader(images, batches, workers, borrow=True):
             # channels_last: the layout `alexnet train` gives the network on the CPU (train.set_up)
             m.images += train_input(batch, preprocess, pca, "cpu", memory_format=torch.channels_last).shape[0]
     return m
@@ -157,17 +159,19 @@ def decode_bound(index: Path) -> tuple[Measure, str]:
     return best
 
 
-def device_mode(index: Path, workers: int, batch_size: int, epoch: int, passes: int) -> Measure:
+def device_mode(index: Path, workers: int, batch_size: int, epoch: int, passes: int, copied: bool = False) -> Measure:
     """The loader as it feeds a GPU (`alexnet train` on CUDA with CPU decoding): workers decode
-    whole images, no float work in the main process; with CUDA the batch goes to the device,
-    which cuts the patches (loader.CropOnDevice). Without a GPU each whole batch is copied out of
-    the workers' shared memory instead (the main process's part of the copy to a GPU)."""
+    whole images, no float work in the main process; with CUDA each batch goes to the device
+    from the workers' buffers, registered with CUDA, which cuts the patches (loader.ToDevice).
+    Without a GPU the main process borrows each batch from the workers' shared memory and
+    does nothing with it, as it does nothing with a DMA from there; `copied`: it copies each
+    batch out instead, what CUDA's staging of a copy from unregistered memory costs the CPU."""
     cuda = torch.cuda.is_available()
     images = loader.StoredImages(PreparedDataset(index).split("train"), train=True, seed=0, crop=False)
     batches = loader.epoch_batches(np.tile(np.arange(len(images)), passes), batch_size, seed=0, epoch=epoch)
-    take = loader.CropOnDevice(torch.device("cuda")) if cuda else None
+    take = loader.ToDevice(torch.device("cuda"), crop=True) if cuda else None
     with measured() as m:
-        for batch in loader.batch_loader(images, batches, workers, take=take):
+        for batch in loader.batch_loader(images, batches, workers, pin_memory=cuda, take=take, borrow=not copied):
             m.images += batch["images"].shape[0]
         if cuda:
             torch.cuda.synchronize()
@@ -175,14 +179,21 @@ def device_mode(index: Path, workers: int, batch_size: int, epoch: int, passes: 
 
 
 def main_device_mode(a: argparse.Namespace, index: Path) -> None:
+    cuda = torch.cuda.is_available()
     print(f"{a.src}: 1000 images x {a.passes} passes a measurement, batch {a.batch_size}, "
-          f"{'CUDA: pinned memory + copy to the GPU' if torch.cuda.is_available() else 'no GPU: batches end in main-process memory'}")
+          + ("CUDA: buffers registered with CUDA, copy to the GPU, patches cut there" if cuda else
+             "no GPU: batches borrowed from the workers' shared memory (as a DMA to a GPU reads them); "
+             "'copied': copied out of it instead"))
     runs: dict[str, list[Measure]] = {"bound": [], "1 worker": [], "2 workers": []}
+    if not cuda:
+        runs["2 workers, copied"] = []
     for r in range(a.rounds):
         bound, decoder = decode_bound(index)
         runs["bound"].append(bound)
         for w in (1, 2):
             runs[f"{w} worker{'s' if w > 1 else ''}"].append(device_mode(index, w, a.batch_size, r, a.passes))
+        if not cuda:
+            runs["2 workers, copied"].append(device_mode(index, 2, a.batch_size, r, a.passes, copied=True))
         print(f"round {r + 1}: decode bound ({decoder}) {bound.rate:.0f} img/s ({bound.cpu_ms:.3f} CPU ms/img), "
               + ", ".join(f"{k} {v[-1].rate:.0f} img/s (CPU ms/img: workers {v[-1].worker_ms:.3f}, main {v[-1].main_ms:.3f})"
                           for k, v in runs.items() if k != "bound"), flush=True)
@@ -192,7 +203,9 @@ def main_device_mode(a: argparse.Namespace, index: Path) -> None:
     main = {k: statistics.median(m.main_ms for m in v) for k, v in runs.items()}
     print(f"median: decode bound {rate['bound']:.0f} img/s ({cpu['bound']:.3f} CPU ms/img); "
           + "; ".join(f"{k} {rate[k]:.0f} img/s (CPU ms/img: workers {worker[k]:.3f}, main {main[k]:.3f})"
-                      for k in ("1 worker", "2 workers")))
+                      for k in runs if k != "bound"))
+    if not cuda:
+        print(f"copied out instead of borrowed: 1->2 workers {rate['2 workers, copied'] / rate['1 worker']:.2f} x")
     print(f"CPU time: a worker core {1000 / worker['1 worker']:.0f} img/s = {100 * cpu['bound'] / worker['1 worker']:.0f}% "
           f"of decode bound; with the main process's share {100 * cpu['bound'] / cpu['1 worker']:.0f}%")
     print(f"device-mode: {rate['1 worker']:.0f} img/s per worker core = {100 * rate['1 worker'] / rate['bound']:.0f}% "
@@ -220,13 +233,16 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--passes", type=int, default=8,
+    p.add_argument("--passes", type=int,
                    help="each measured epoch goes over the 1000 images this many times: a real epoch "
-                        "(1.28M images) does not restart its workers every 1000 images, for either pipeline")
+                        "(1.28M images) does not restart its workers every 1000 images, for either pipeline "
+                        "(default 8; 32 with --device-mode, whose passes take a few times less time: starting "
+                        "the workers and draining the last batch weigh more in them, docs/benchmarks.md)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
     p.add_argument("--codecs", default="jpeg,raw", help="how our HDF5 copies store the images (prep's --codec)")
     p.add_argument("--device-mode", action="store_true", help="the GPU-feeding path against the decode bound (above)")
     a = p.parse_args()
+    a.passes = a.passes or (32 if a.device_mode else 8)
     keep_freed_memory()  # as `alexnet train` does on the CPU; forked loader workers of both inherit it
     # The workers fill the cores; an OpenMP team in the main process would only contend with
     # them (its barriers stall when a thread is descheduled). The baseline's main process idles.

@@ -6,10 +6,14 @@ failed or could not run.
               + channels_last; their ratio; peak GPU memory
   compile     the same + torch.compile (last: compiling takes the longest)
   pixels      nvJPEG's decode against the CPU decoder's on the stored images: largest difference
+  loader      patches cut on the GPU from the workers' CUDA-registered buffers against the CPU
+              workers' patches (must be equal); one worker against the decode bound, 1 -> 2
+              workers, the main process's CPU per image (bench_loader --device-mode's measures)
   real-cpu    end to end on real prepared data, workers decoding: images/s against synthetic
               (same settings); passes at >= 0.8
   real-gpu    the same with --decode gpu and a quarter of the workers; >= 0.8
-  ten-crop    `alexnet eval --ten-crop` images/s on the real run's checkpoint
+  ten-crop    `alexnet eval --ten-crop` images/s on the real run's checkpoint, CPU decoding
+              and --decode gpu with a quarter of the workers
   split       --devices cuda:0,cuda:0 (the two towers) against the unsplit net, 20 steps
   resume      1 epoch + --resume against 2 epochs straight, and straight against straight
               (the GPU's own run-to-run difference): passes when resuming adds nothing
@@ -174,6 +178,49 @@ def real(s: Setup, decode: str) -> Check:
     return c
 
 
+def check_loader(s: Setup) -> Check:
+    """The GPU path of the loader: whole images copied to the device from the workers' shared
+    buffers registered with CUDA (loader.ToDevice) and cut there equal the patches CPU workers
+    cut, over more batches than buffers; then bench_loader's device mode on the real data: one
+    worker against the decode bound, 1 -> 2 workers, and the main process's CPU per image."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_loader import decode_bound, device_mode
+
+    from alexnet_cli.data import loader
+    from alexnet_cli.data.format.index import PreparedDataset
+
+    c = Check("loader")
+    device = torch.device(s.device)
+    reader = PreparedDataset(s.data).split("train")
+    n = min(len(reader), 12 * s.batch)
+    batches = loader.epoch_batches(np.arange(n), s.batch, seed=3, epoch=1)
+    cut_by_workers = loader.batch_loader(loader.StoredImages(reader, train=True, seed=3), batches, 2)
+    whole = loader.StoredImages(reader, train=True, seed=3, crop=False)
+    on_device = loader.batch_loader(whole, batches, 2, pin_memory=s.device == "cuda",
+                                    take=loader.ToDevice(device, crop=True))
+    differing = sum(int(not torch.equal(a["images"].to(device), b["images"]))
+                    for a, b in zip(cut_by_workers, on_device, strict=True))
+    unregister = loader.SharedBatches(2, 1 << 20).register_with_cuda()
+    if unregister is not None:
+        unregister()
+    c.values = {"batches": len(batches), "batches differing": differing, "buffers registered with CUDA": unregister is not None}
+    bound, decoder = decode_bound(s.data)
+    rates = {w: device_mode(s.data, w, s.batch, 0, 1) for w in (1, 2)}
+    c.values.update({
+        f"decode bound ({decoder}) img/s": round(bound.rate, 1),
+        "1 worker img/s": round(rates[1].rate, 1),
+        "1 worker / bound": round(rates[1].rate / bound.rate, 3),
+        "1->2 workers": round(rates[2].rate / rates[1].rate, 3),
+        "main CPU ms/img (2 workers)": round(rates[2].main_ms, 4),
+    })
+    c.ok = differing == 0
+    c.note = ("passes when every batch cut on the device equals the workers' patches; the speeds are "
+              f"{len(reader)} train images once a measurement, batch {s.batch}")
+    return c
+
+
 def _cpu_jpegs(jpegs: list[torch.Tensor]) -> list[torch.Tensor]:
     from alexnet_cli.data.format.codec import decode_image
 
@@ -181,15 +228,27 @@ def _cpu_jpegs(jpegs: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def check_ten_crop(s: Setup) -> Check:
+    """`alexnet eval --ten-crop` with CPU decoding, then with --decode gpu and a quarter of the
+    workers: the same counts (within nvJPEG's pixel differences: reported, not required)."""
     from alexnet_cli.evaluate import run_eval
 
     c = Check("ten-crop")
     if s.checkpoint is None or not s.checkpoint.exists():
         c.note = "no checkpoint: the real-cpu run failed"
         return c
-    result = run_eval(EvalConfig(data=s.data, ten_crop=True, batch_size=s.batch, **gpus(s), workers=s.workers), s.checkpoint)
-    c.values = {"images": result.images, "img/s": round(result.images_per_s, 1), "crops/s": round(10 * result.images_per_s, 1)}
-    c.ok = result.images > 0
+    if s.smoke:  # the CPU decoder stands in for nvJPEG
+        from alexnet_cli.data import gpu_decode
+
+        gpu_decode.nvjpeg = lambda device: _cpu_jpegs
+    results = {}
+    for decode, workers in (("cpu", s.workers), ("gpu", max(1, s.workers // 4))):
+        config = EvalConfig(data=s.data, ten_crop=True, batch_size=s.batch, **gpus(s), workers=workers, decode=decode)
+        results[decode] = result = run_eval(config, s.checkpoint)
+        c.values.update({f"{decode} decode img/s": round(result.images_per_s, 1), f"{decode} decode workers": workers,
+                         f"{decode} decode top-1 correct": result.top1_correct})
+    c.values["images"] = results["cpu"].images
+    c.ok = results["cpu"].images > 0 and results["gpu"].images == results["cpu"].images
+    c.note = "passes when both score every image"
     return c
 
 
@@ -358,6 +417,7 @@ def main() -> None:
     steps: list[tuple[str, Callable[[Setup], Check], bool]] = [  # name, check, needs the real data
         ("synthetic", check_synthetic, False),
         ("pixels", check_pixels, True),
+        ("loader", check_loader, True),
         ("real-cpu", lambda s: real(s, "cpu"), True),
         ("real-gpu", lambda s: real(s, "gpu"), True),
         ("ten-crop", check_ten_crop, True),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one GPU check (issue 15): the checks of benchmarks/gpu_check.py (synthetic images/s of
 # both networks in fp32, bf16 AMP, + channels_last, + compile; real data end to end with CPU
-# and with GPU decoding against synthetic; nvJPEG's pixels; 10-crop eval; the tower split;
+# and with GPU decoding against synthetic; nvJPEG's pixels; the loader's GPU path against the
+# decode bound; 10-crop eval with CPU and GPU decoding; the tower split;
 # --resume; 2-process torchrun; peak GPU memory), about 5 minutes on one H100/H200, stopped at
 # 7m50s. Writes $OUT/gpu_check.md (the table), $OUT/gpu_check.json and $OUT/gpu_check.log
 # (OUT defaults to .); exits non-zero when a check failed or could not run.

@@ -120,6 +120,36 @@ def test_eval_equals_a_per_image_torchvision_computation(eval_set, ten_crop):
     assert per_class[7]["top1"] == ""
 
 
+def test_eval_with_gpu_decoding_scores_as_cpu_decoding(eval_set, tmp_path, monkeypatch):
+    """`alexnet eval --decode gpu` with the CPU decoder standing in for nvJPEG: the workers
+    ship the stored JPEGs, the batches are decoded by the device path, and every count and the
+    loss equal CPU decoding's, center and 10 crops."""
+    from alexnet_cli.data import gpu_decode
+    from alexnet_cli.data.format.codec import decode_image
+
+    jpeg = write_dataset(
+        tmp_path / "jpeg.h5", [(p, y, "x") for p, y in zip(eval_set.pixels, eval_set.labels)], eval_set.classes,
+        shard_size=3, codec="jpeg",
+    )
+    calls = []
+
+    def cpu_jpegs(jpegs):
+        calls.append(len(jpegs))
+        return [torch.from_numpy(decode_image(j.numpy(), "jpeg")).permute(2, 0, 1) for j in jpegs]
+
+    monkeypatch.setattr(gpu_decode, "nvjpeg", lambda device: cpu_jpegs)
+    for ten_crop in (False, True):
+        results = {
+            decode: run_eval(EvalConfig(jpeg, ten_crop=ten_crop, gpus=0, batch_size=4, workers=2, decode=decode),
+                             eval_set.checkpoint)
+            for decode in ("cpu", "gpu")
+        }
+        cpu, gpu = results["cpu"], results["gpu"]
+        assert (gpu.images, gpu.top1_correct, gpu.top5_correct) == (cpu.images, cpu.top1_correct, cpu.top5_correct)
+        assert torch.equal(gpu.counts, cpu.counts) and gpu.loss == cpu.loss
+    assert calls == [4, 3, 4, 3]  # two batches a run, decoded by the device path
+
+
 def test_eval_cli_json_schema_per_class_csv_and_no_overwrite(eval_set, tmp_path, capsys):
     out = tmp_path / "per_class.csv"
     args = ["eval", eval_set.checkpoint, "--json", "--per-class", out, "--batch-size", "4", "--gpus", "0"]
@@ -234,8 +264,10 @@ def test_refusals(eval_set, torchvision_weights, tmp_path, capsys, monkeypatch):
         ([eval_set.checkpoint, "--data", tmp_path / "missing.h5"], "run `alexnet prep"),
         (["--data", eval_set.data], "set ALEXNET_CHECKPOINT"),
     ]
+    cases.append(([eval_set.checkpoint, *data, "--decode", "tpu"], "--decode tpu: choose one of cpu, gpu"))
     if not torch.cuda.is_available():
         cases.append(([eval_set.checkpoint, "--gpus", "1", "--data", eval_set.data], "needs 1 GPU(s) on this machine"))
+        cases.append(([eval_set.checkpoint, *data, "--decode", "gpu"], "--decode gpu needs a CUDA device"))
     for args, message in cases:
         code, out, err = cli_in_process(capsys, "eval", *args)
         assert (code, out) == (2, ""), (args, err)

@@ -3,6 +3,8 @@ the HDF5 shards in workers, identical whatever the worker count."""
 
 from __future__ import annotations
 
+from contextlib import closing
+
 import numpy as np
 import pytest
 import torch
@@ -332,14 +334,97 @@ def test_a_batch_nvjpeg_cannot_decode_is_one_line_pointing_to_the_cpu_decoder(ti
 
 
 def test_patches_cut_on_the_device_are_the_workers_patches(tiny):
-    """A GPU fed by CPU decoding gets whole images and cuts them itself (CropOnDevice); the
+    """A GPU fed by CPU decoding gets whole images and cuts them itself (ToDevice); the
     batches equal those of workers cutting the patches (here the 'device' is the CPU)."""
     reader = tiny.split("train")
     batches = loader.epoch_batches(np.arange(len(reader)), 4, seed=3, epoch=2)
     cut_by_workers = _collect(loader.StoredImages(reader, train=True, seed=3), batches, workers=1)
     whole = loader.StoredImages(reader, train=True, seed=3, crop=False)
-    cut_on_device = list(loader.batch_loader(whole, batches, 1, take=loader.CropOnDevice(torch.device("cpu"))))
+    to_device = loader.ToDevice(torch.device("cpu"), crop=True)
+    cut_on_device = list(loader.batch_loader(whole, batches, 1, take=to_device))
     for a, b in zip(cut_by_workers, cut_on_device, strict=True):
         assert a["images"].shape == b["images"].shape == (len(a["labels"]), 224, 224, 3)
         assert torch.equal(a["images"], b["images"]) and torch.equal(a["alpha"], b["alpha"])
         assert torch.equal(a["labels"], b["labels"])
+
+
+def test_whole_images_to_the_device_are_the_stored_images(tiny):
+    reader = tiny.split("val")
+    images = loader.StoredImages(reader, train=False)
+    batches = loader.val_batches(len(reader), 2)
+    taken = list(loader.batch_loader(images, batches, 2, take=loader.ToDevice(torch.device("cpu"))))
+    for got, b in zip(taken, batches, strict=True):
+        assert torch.equal(got["images"], images[b]["images"]) and not got["images"].is_shared()
+
+
+def _positions_released(monkeypatch) -> list[int]:
+    released: list[int] = []
+    release = loader.SharedBatches.release
+    monkeypatch.setattr(loader.SharedBatches, "release", lambda self, pos: (released.append(pos), release(self, pos)))
+    return released
+
+
+def test_a_borrowed_batch_is_its_shared_buffer_until_the_next_is_asked_for(tmp_path, monkeypatch):
+    """borrow=True lends each batch's shared buffer (no copy) and gives it back to the workers
+    exactly when the consumer asks for the next batch: while the consumer holds batch k, the
+    buffers of batches 0..k-1 and no other have been released; every batch, copied on receipt,
+    equals the one read in process (more batches than buffers: 12 against 5)."""
+    reader = PreparedDataset(make_dataset(tmp_path, classes=3, train_per_class=4, val_per_class=1)).split("train")
+    images = loader.StoredImages(reader, train=True, seed=5)
+    batches = loader.epoch_batches(np.arange(len(reader)), 1, seed=5, epoch=0)
+    released = _positions_released(monkeypatch)
+    for k, batch in enumerate(loader.batch_loader(images, batches, 1, borrow=True)):
+        assert released == list(range(k))
+        assert batch["images"].is_shared()  # the workers' buffer itself
+        assert torch.equal(batch["images"], images[batches[k]]["images"])
+    assert released == list(range(len(batches)))
+
+
+def test_a_take_s_copies_finish_before_its_buffer_is_reused(tiny, monkeypatch):
+    """ToDevice's DMA reads the buffer after the take returns: batch_loader calls the take's
+    `wait_copied` before each release, the last one and an early stop's included, and with
+    pin_memory registers the buffers with CUDA for the loop and unregisters them after it."""
+    events: list[str] = []
+    release = loader.SharedBatches.release
+    monkeypatch.setattr(
+        loader.SharedBatches, "release", lambda self, pos: (events.append(f"release {pos}"), release(self, pos))
+    )
+
+    class Cudart:  # CUDA's runtime as batch_loader sees it; the real one needs a GPU
+        def cudaHostRegister(self, pointer, size, flags):
+            events.append(f"register {size}")
+            return 0
+
+        def cudaHostUnregister(self, pointer):
+            events.append("unregister")
+            return 0
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "cudart", Cudart)
+
+    class Take:
+        def __call__(self, batch, space):
+            return loader.as_tensors(batch, space, (224, 224, 3))
+
+        def wait_copied(self):
+            events.append("wait")
+
+    reader = tiny.split("train")
+    images = loader.StoredImages(reader, train=True, seed=1)
+    batches = loader.epoch_batches(np.arange(len(reader)), 2, seed=1, epoch=0)
+    assert len(batches) > loader.PREFETCH + 1  # buffers are reused
+    for _ in loader.batch_loader(images, batches, 1, pin_memory=True, take=Take()):
+        pass
+    size = (loader.PREFETCH + 1) * images.space_bytes(2)
+    releases = [e for k in range(len(batches)) for e in ("wait", f"release {k}")]
+    assert events == [f"register {size}", *releases, "unregister"]
+    events.clear()
+    with closing(loader.batch_loader(images, batches, 1, pin_memory=True, take=Take())) as it:
+        next(it)
+    assert events == [f"register {size}", "wait", "release 0", "unregister"]
+
+
+def test_without_cuda_nothing_is_registered(tiny):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine registers")
+    assert loader.SharedBatches(2, 16).register_with_cuda() is None

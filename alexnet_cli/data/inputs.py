@@ -39,11 +39,16 @@ class PreparedInputs:
     ):
         if not data:
             raise no_dataset()
-        # --decode gpu: workers read the JPEGs, the device decodes them (refused without CUDA)
-        self.take = GpuDecoder(device) if decode == "gpu" else None
-        # A GPU fed by CPU decoding cuts the patches itself: the workers only read and decode.
+        # --decode gpu: workers read the JPEGs, the device decodes them (refused without CUDA).
+        # A GPU fed by CPU decoding takes whole images from the workers' buffers and cuts the
+        # patches itself: the workers only read and decode. The CPU borrows the batches.
         crop_on_device = device.type == "cuda" and decode != "gpu"
-        self.train_take = loader.CropOnDevice(device) if crop_on_device else self.take
+        if decode == "gpu":
+            self.take = self.train_take = GpuDecoder(device)
+        elif crop_on_device:
+            self.take, self.train_take = loader.ToDevice(device), loader.ToDevice(device, crop=True)
+        else:
+            self.take = self.train_take = None
         dataset = PreparedDataset(data)
         if dataset.stats is None:
             raise InputError(f"{data}: has no training-set mean and PCA; prep it with its train split")
@@ -61,7 +66,7 @@ class PreparedInputs:
         for shard in train_split.shard_paths + val_split.shard_paths:
             if not shard.is_file():  # fail now, not in a loader worker an epoch later
                 raise InputError(f"{shard}: shard missing; restore it or rerun `alexnet prep`")
-        on_cpu = self.take is None
+        on_cpu = decode != "gpu"
         self.train_images = loader.StoredImages(
             train_split,
             train=True,
@@ -90,13 +95,15 @@ class PreparedInputs:
             self.rank.world_size,
             start_step,
         )
-        return loader.batch_loader(self.train_images, batches, self.workers, self.pin, self.train_take)
+        return loader.batch_loader(
+            self.train_images, batches, self.workers, self.pin, self.train_take, borrow=True
+        )
 
     def val_batches(self) -> Iterable[dict[str, torch.Tensor]]:
         batches = loader.val_batches(
             len(self.val_images), self.batch_size, self.limit, self.rank.rank, self.rank.world_size
         )
-        return loader.batch_loader(self.val_images, batches, self.workers, self.pin, self.take)
+        return loader.batch_loader(self.val_images, batches, self.workers, self.pin, self.take, borrow=True)
 
 
 class SyntheticInputs:

@@ -11,11 +11,12 @@ permutation without reading them.
 Reading. A DataLoader item is one local batch (a list of indices). Workers draw the batch's
 augmentation at once (augment.draws), read each image as one contiguous slice of its shard,
 decode it (format.codec: HWC, into a reused buffer) and for training cut and reflect the uint8
-patch straight into the batch's shared-memory buffer (SharedBatches), which the main process
-copies out. Batches stay NHWC end to end: on the device `permute(0, 3, 1, 2)` makes them
-channels_last NCHW tensors without a transposing copy, and the float work (mean, lighting)
-happens there. Shards are opened lazily in each worker: the parent never opens them, so no
-HDF5 handle crosses a fork.
+patch straight into the batch's shared-memory buffer (SharedBatches). The main process copies
+the batch out, or lends the buffer to a consumer that is done with it before it asks for the
+next batch (`borrow`), or a CUDA device copies it from there by DMA (ToDevice). Batches stay
+NHWC end to end: on the device `permute(0, 3, 1, 2)` makes them channels_last NCHW tensors
+without a transposing copy, and the float work (mean, lighting) happens there. Shards are
+opened lazily in each worker: the parent never opens them, so no HDF5 handle crosses a fork.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class StoredImages(Dataset):
     decode=False: the batch holds each image's stored JPEG bytes (`encoded`, concatenated, and
     `offsets`) instead of `images`, for the training GPU to decode (data/gpu_decode.py).
     crop=False (training): whole decoded images with the draws, for the training GPU to cut
-    and reflect (CropOnDevice): a worker then does nothing but read and decode.
+    and reflect (ToDevice): a worker then does nothing but read and decode.
     """
 
     def __init__(
@@ -207,7 +208,7 @@ def as_tensors(
 
 class SharedBatches:
     """Batch buffers in shared memory that loader workers fill in place and the main process
-    copies out of, reused batch after batch.
+    takes the batches from, reused batch after batch.
 
     A batch of 128 training patches is 19 MB. Made anew for every batch, as a DataLoader
     worker's tensor is (and then copied into fresh shared memory to cross the process
@@ -237,6 +238,26 @@ class SharedBatches:
 
     def release(self, pos: int) -> None:
         self.turn[pos % self.count] = pos + self.count
+
+    def register_with_cuda(self) -> Callable[[], None] | None:
+        """Page-lock the buffers for the GPU (cudaHostRegister), so that a copy from them to
+        the device is the copy engine's DMA, not a CPU copy through CUDA's staging buffers;
+        torch's own async checkpointing registers its `_new_shared` storages the same way
+        (torch.distributed.checkpoint's state-dict stager). Returns the call that unregisters
+        them, or None where CUDA refuses: copies then stage, slower but the same bytes."""
+        if not torch.cuda.is_available():
+            return None
+        try:
+            cudart = torch.cuda.cudart()
+            pointer = self.buffers.data_ptr()
+            if int(cudart.cudaHostRegister(pointer, self.count * self.nbytes, CUDA_HOST_REGISTER_PORTABLE)):
+                return None
+        except (AssertionError, RuntimeError, AttributeError):  # a torch built without the runtime's API
+            return None
+        return lambda: cudart.cudaHostUnregister(pointer)
+
+
+CUDA_HOST_REGISTER_PORTABLE = 1  # page-locked for every CUDA context of the process, as torch does
 
 
 def _new_shared(nbytes: int) -> torch.UntypedStorage:
@@ -293,14 +314,23 @@ def batch_loader(
     workers: int,
     pin_memory: bool = False,
     take: Callable[[dict[str, Any], torch.Tensor], dict[str, Any]] | None = None,
+    borrow: bool = False,
 ) -> Generator[dict[str, Any], None, None]:
     """Iterate `batches` in order, `workers` processes reading ahead of the training step.
     A consumer that may stop early closes it (contextlib.closing) to stop the workers at once.
 
-    Each batch's bytes are copied out of the workers' shared buffer into fresh memory (pinned
-    with `pin_memory`, for a fast copy to the GPU), unless `take` makes the batch from them
-    (StoredImages.fill's arrays and the bytes, valid only during the call): GPU decoding
-    uploads the stored JPEGs straight from there."""
+    Each batch is made from the workers' shared buffer, which stays the batch's until the
+    consumer asks for the next one:
+    - by default its bytes are copied into fresh memory (pinned with `pin_memory`, for a fast
+      copy to the GPU): the consumer may keep the batch;
+    - `borrow`: the batch's images are views of the shared buffer, valid until the consumer
+      asks for the next batch, for one that makes new tensors of them first (the CPU training
+      step, validation, eval): no copy at all;
+    - `take(arrays, bytes)` makes the batch (StoredImages.fill's arrays and the buffer): GPU
+      decoding uploads the stored JPEGs from there, ToDevice copies the images to the GPU.
+      A take with `wait_copied()` has it called before the buffer is reused.
+    With workers and `pin_memory`, the shared buffers are registered with CUDA for the time of
+    the loop (SharedBatches.register_with_cuda), so a take's copy to the GPU reads them by DMA."""
     if not workers:
         for batch in batches:
             size = images.space_bytes(len(batch.indices))
@@ -308,7 +338,13 @@ def batch_loader(
             filled = images.fill(batch, space.numpy())
             yield take(filled, space) if take else as_tensors(filled, space, images.image_shape)
         return
-    take = take or partial(_copied, image_shape=images.image_shape, pin_memory=pin_memory)
+    if take is None:
+        take = (
+            partial(as_tensors, image_shape=images.image_shape)
+            if borrow
+            else partial(_copied, image_shape=images.image_shape, pin_memory=pin_memory)
+        )
+    wait_copied = getattr(take, "wait_copied", lambda: None)
     largest = max((len(b.indices) for b in batches), default=0)
     shared = SharedBatches(min(PREFETCH * workers + 1, max(len(batches), 1)), images.space_bytes(largest))
     data = DataLoader(
@@ -325,13 +361,20 @@ def batch_loader(
     with preemption.blocked_while_forking():
         batches_in_order = iter(data)  # forks the workers
     _running.add(batches_in_order)
+    unregister = None
+    lent = None  # the buffer of the batch the consumer holds
     try:
-        for pos, batch in enumerate(batches_in_order):
-            try:
-                out = take(batch, shared.view(pos))
-            finally:
-                shared.release(pos)
-            yield out
+        if pin_memory:
+            unregister = shared.register_with_cuda()
+        for pos in range(len(batches)):
+            batch = next(batches_in_order)
+            lent = pos
+            yield take(batch, shared.view(pos))
+            # The consumer asks for the next batch: done with this one, whose buffer the task
+            # DataLoader sends on receiving the next will fill (PREFETCH x workers + 1 buffers:
+            # the one lent and one per task in flight, so no worker waits for its buffer).
+            _give_back(shared, lent, wait_copied)
+            lent = None
     except AlexnetError as e:
         raise type(e)(original_message(e)) from None
     finally:
@@ -340,6 +383,15 @@ def batch_loader(
         # exit handler, whose SIGTERM these workers ignore, so the process would never exit.
         stop_workers(batches_in_order)
         del batches_in_order
+        _give_back(shared, lent, wait_copied)
+        if unregister is not None:
+            unregister()
+
+
+def _give_back(shared: SharedBatches, pos: int | None, wait_copied: Callable[[], None]) -> None:
+    if pos is not None:
+        wait_copied()
+        shared.release(pos)
 
 
 def _copied(
@@ -354,22 +406,45 @@ def _copied(
     return out
 
 
-class CropOnDevice:
-    """A batch_loader `take` for a GPU fed by CPU decoding: the workers decode whole images
-    (StoredImages(crop=False)), the batch goes to the device as it is and the device cuts and
-    reflects the patches (augment.crop_flip_batch), so no worker core spends time copying
-    patches; 1.3x the bytes cross to the GPU."""
+class ToDevice:
+    """A batch_loader `take` for a device fed by CPU decoding: the batch's whole images go to
+    the device straight from the workers' shared buffer and, with `crop` (training), the device
+    cuts and reflects the patches (augment.crop_flip_batch), so a worker does nothing but read
+    and decode (StoredImages(crop=False)); 1.3x the bytes of the patches cross to the GPU.
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    On CUDA the copy runs on a stream of its own, from the buffers batch_loader registered
+    with CUDA: DMA that overlaps the step before, no CPU copy. The step waits for it on the
+    device (wait_event), and the buffer is reused only once it is done (`wait_copied`)."""
+
+    def __init__(self, device: torch.device, crop: bool = False):
+        self.device, self.crop = device, crop
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.copied: torch.cuda.Event | None = None
 
     def __call__(self, batch: dict[str, Any], space: torch.Tensor) -> dict[str, Any]:
         out = as_tensors(batch, space, (IMAGE_SIZE, IMAGE_SIZE, 3))
-        whole = out["images"].to(self.device, non_blocking=False)  # out of the shared buffer before its reuse
-        out["images"] = augment.crop_flip_batch(
-            channels_last_view(whole), out["top"], out["left"], out["flip"]
-        )
+        images = self._to_device(out["images"])
+        if self.crop:
+            images = augment.crop_flip_batch(channels_last_view(images), out["top"], out["left"], out["flip"])
+        out["images"] = images
         return out
+
+    def _to_device(self, host: torch.Tensor) -> torch.Tensor:
+        if self.stream is None:  # a CPU device: memory of its own, out of the shared buffer
+            return host.clone()
+        with torch.cuda.stream(self.stream):
+            images = host.to(self.device, non_blocking=True)
+        self.copied = torch.cuda.Event()
+        self.copied.record(self.stream)
+        step = torch.cuda.current_stream(self.device)
+        step.wait_event(self.copied)
+        images.record_stream(step)  # allocated on the copy stream, used on the step's
+        return images
+
+    def wait_copied(self) -> None:
+        if self.copied is not None:
+            self.copied.synchronize()
+            self.copied = None
 
 
 def stop_workers(iterator: object) -> None:
