@@ -428,3 +428,16 @@ def test_without_cuda_nothing_is_registered(tiny):
     if torch.cuda.is_available():
         pytest.skip("a CUDA machine registers")
     assert loader.SharedBatches(2, 16).register_with_cuda() is None
+
+
+def test_training_and_validation_on_the_cpu_borrow_their_batches(tiny):
+    """`alexnet train` on the CPU takes each batch as a view of the workers' shared buffer (no
+    copy in the main process), its train and its val batches alike."""
+    from alexnet_cli.data.inputs import PreparedInputs
+    from alexnet_cli.distributed import DistInfo
+
+    inputs = PreparedInputs(str(tiny.path), 4, seed=0, lighting_std=0.1, limit=None, workers=1,
+                            rank=DistInfo(), device=torch.device("cpu"))
+    for batches in (inputs.train_batches(0, 0), inputs.val_batches()):
+        with closing(batches):
+            assert next(batches)["images"].is_shared()
