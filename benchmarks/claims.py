@@ -39,6 +39,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import figure1  # noqa: E402
 from _data import build_hdf5, image_folder_splits  # noqa: E402
 
+from alexnet_cli.fileio import atomic_write_text  # noqa: E402
+
 SUBSET = ROOT.parent / "shared" / "data" / "imagenette-subset"
 
 # Each run: `alexnet train` options on top of the common budget. "paper" is the default network.
@@ -358,12 +360,6 @@ def table(claims: list[Claim], judged: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def write_atomically(path: Path, text: str) -> None:
-    part = path.with_name(path.name + ".part")
-    part.write_text(text)
-    os.replace(part, path)
-
-
 def main() -> None:
     a = parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
@@ -434,8 +430,8 @@ def main() -> None:
             title="section 4.2 at small scale: dropout vs none (imagenette-subset)",
         )
     results["runs"] = {k: {kk: vv for kk, vv in v.items() if kk != "metrics"} for k, v in runs.items()}
-    write_atomically(a.out / "claims.json", json.dumps(results, indent=1))
-    write_atomically(a.out / "claims.md", table(claims, results["claims"]))
+    atomic_write_text(a.out / "claims.json", json.dumps(results, indent=1))
+    atomic_write_text(a.out / "claims.md", table(claims, results["claims"]))
     print()
     if noise["val_top1"] is not None:
         print(

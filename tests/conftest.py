@@ -206,7 +206,6 @@ def make_dataset(root: Path, classes: int = 2, train_per_class: int = 4, val_per
     return index
 
 
-
 class Losses(TrainProgress):
     """Training progress that records each step's loss and shows nothing."""
 
@@ -216,3 +215,17 @@ class Losses(TrainProgress):
 
     def step(self, step, loss, lr, images):
         self.values.append(loss)
+
+
+class CpuJpegs:
+    """The GPU decode path's stand-in for nvJPEG: the CPU decoder, [3, H, W] like nvJPEG's
+    output; records how many JPEGs each call got."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, jpegs):
+        from alexnet_cli.data.format.codec import decode_image
+
+        self.calls.append(len(jpegs))
+        return [torch.from_numpy(decode_image(j.numpy(), "jpeg")).permute(2, 0, 1) for j in jpegs]

@@ -22,7 +22,7 @@ from alexnet_cli.config import EvalConfig
 from alexnet_cli.data.transforms import network_input, normalize, preprocess_from_stats, torchvision_preprocess
 from alexnet_cli.devices import placement
 from alexnet_cli.evaluate import evaluate, run_eval
-from tests.conftest import REPO_ROOT, cli_in_process, run_cli, write_dataset
+from tests.conftest import REPO_ROOT, CpuJpegs, cli_in_process, run_cli, write_dataset
 from tests.reliability_helpers import CodePayload
 
 CPU = [torch.device("cpu")]
@@ -125,18 +125,12 @@ def test_eval_with_gpu_decoding_scores_as_cpu_decoding(eval_set, tmp_path, monke
     ship the stored JPEGs, the batches are decoded by the device path, and every count and the
     loss equal CPU decoding's, center and 10 crops."""
     from alexnet_cli.data import gpu_decode
-    from alexnet_cli.data.format.codec import decode_image
 
     jpeg = write_dataset(
         tmp_path / "jpeg.h5", [(p, y, "x") for p, y in zip(eval_set.pixels, eval_set.labels)], eval_set.classes,
         shard_size=3, codec="jpeg",
     )
-    calls = []
-
-    def cpu_jpegs(jpegs):
-        calls.append(len(jpegs))
-        return [torch.from_numpy(decode_image(j.numpy(), "jpeg")).permute(2, 0, 1) for j in jpegs]
-
+    cpu_jpegs = CpuJpegs()
     monkeypatch.setattr(gpu_decode, "nvjpeg", lambda device: cpu_jpegs)
     for ten_crop in (False, True):
         results = {
@@ -147,7 +141,7 @@ def test_eval_with_gpu_decoding_scores_as_cpu_decoding(eval_set, tmp_path, monke
         cpu, gpu = results["cpu"], results["gpu"]
         assert (gpu.images, gpu.top1_correct, gpu.top5_correct) == (cpu.images, cpu.top1_correct, cpu.top5_correct)
         assert torch.equal(gpu.counts, cpu.counts) and gpu.loss == cpu.loss
-    assert calls == [4, 3, 4, 3]  # two batches a run, decoded by the device path
+    assert cpu_jpegs.calls == [4, 3, 4, 3]  # two batches a run, decoded by the device path
 
 
 def test_eval_cli_json_schema_per_class_csv_and_no_overwrite(eval_set, tmp_path, capsys):

@@ -11,7 +11,7 @@ import torch
 
 from alexnet_cli.data import augment, loader
 from alexnet_cli.data.format.index import PreparedDataset
-from tests.conftest import make_dataset
+from tests.conftest import CpuJpegs, make_dataset
 
 
 @pytest.fixture(scope="module")
@@ -219,19 +219,6 @@ def test_shard_bytes_read_from_the_file_equal_h5pys_across_chunks(tmp_path):
         assert np.array_equal(reader.read_encoded(j)[0], data[offsets[j] : offsets[j + 1]])
 
 
-class _CpuJpegs:
-    """The GPU path's stand-in decoder: the CPU decoder, [3, H, W] like nvJPEG's output."""
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, jpegs):
-        from alexnet_cli.data.format.codec import decode_image
-
-        self.calls.append(len(jpegs))
-        return [torch.from_numpy(decode_image(j.numpy(), "jpeg")).permute(2, 0, 1) for j in jpegs]
-
-
 @pytest.mark.parametrize("train", [True, False])
 def test_gpu_decode_path_makes_the_cpu_paths_batches(tiny, train):
     """Everything of --decode gpu but nvJPEG itself: workers ship the stored JPEGs and the
@@ -243,7 +230,7 @@ def test_gpu_decode_path_makes_the_cpu_paths_batches(tiny, train):
     cpu = loader.StoredImages(reader, train=train, seed=5)
     gpu = loader.StoredImages(reader, train=train, seed=5, decode=False)
     batches = loader.epoch_batches(np.arange(len(reader)), 4, seed=5, epoch=2)
-    decode = _CpuJpegs()
+    decode = CpuJpegs()
     got = list(loader.batch_loader(gpu, batches, workers=2, take=GpuDecoder(torch.device("cpu"), decode)))
     assert decode.calls == [len(b.indices) for b in batches]
     for g, c in zip(got, _collect(cpu, batches, workers=0), strict=True):
@@ -307,7 +294,7 @@ def test_training_with_gpu_decoding_ends_where_cpu_decoding_does(tmp_path, monke
     from alexnet_cli.train import train
 
     data = make_dataset(tmp_path / "data", classes=2, train_per_class=4, val_per_class=2)
-    monkeypatch.setattr(gpu_decode, "nvjpeg", lambda device: _CpuJpegs())
+    monkeypatch.setattr(gpu_decode, "nvjpeg", lambda device: CpuJpegs())
     summaries = {}
     for decode in ("cpu", "gpu"):
         config = TrainConfig(data=str(data), run_dir=str(tmp_path / decode), epochs=1, batch_size=4, workers=1,
@@ -357,11 +344,10 @@ def test_whole_images_to_the_device_are_the_stored_images(tiny):
         assert torch.equal(got["images"], images[b]["images"]) and not got["images"].is_shared()
 
 
-def _positions_released(monkeypatch) -> list[int]:
-    released: list[int] = []
+def _record_releases(monkeypatch, record) -> None:
+    """SharedBatches.release as before, calling record(pos) first."""
     release = loader.SharedBatches.release
-    monkeypatch.setattr(loader.SharedBatches, "release", lambda self, pos: (released.append(pos), release(self, pos)))
-    return released
+    monkeypatch.setattr(loader.SharedBatches, "release", lambda self, pos: (record(pos), release(self, pos)))
 
 
 def test_a_borrowed_batch_is_its_shared_buffer_until_the_next_is_asked_for(tmp_path, monkeypatch):
@@ -372,7 +358,8 @@ def test_a_borrowed_batch_is_its_shared_buffer_until_the_next_is_asked_for(tmp_p
     reader = PreparedDataset(make_dataset(tmp_path, classes=3, train_per_class=4, val_per_class=1)).split("train")
     images = loader.StoredImages(reader, train=True, seed=5)
     batches = loader.epoch_batches(np.arange(len(reader)), 1, seed=5, epoch=0)
-    released = _positions_released(monkeypatch)
+    released: list[int] = []
+    _record_releases(monkeypatch, released.append)
     for k, batch in enumerate(loader.batch_loader(images, batches, 1, borrow=True)):
         assert released == list(range(k))
         assert batch["images"].is_shared()  # the workers' buffer itself
@@ -385,10 +372,7 @@ def test_a_take_s_copies_finish_before_its_buffer_is_reused(tiny, monkeypatch):
     `wait_copied` before each release, the last one and an early stop's included, and with
     pin_memory registers the buffers with CUDA for the loop and unregisters them after it."""
     events: list[str] = []
-    release = loader.SharedBatches.release
-    monkeypatch.setattr(
-        loader.SharedBatches, "release", lambda self, pos: (events.append(f"release {pos}"), release(self, pos))
-    )
+    _record_releases(monkeypatch, lambda pos: events.append(f"release {pos}"))
 
     class Cudart:  # CUDA's runtime as batch_loader sees it; the real one needs a GPU
         def cudaHostRegister(self, pointer, size, flags):
